@@ -1,0 +1,284 @@
+"""A labelled folder: scans (PNG/JPEG/DICOM/npy) plus a CSV that says what each one shows.
+
+The CSV has a header and one row per scan: ``path`` (relative to the folder), one or more
+label columns, and optionally ``patient_id`` (splits are then made by patient) and
+``split`` (``train``/``val``/``test``, used as given). The task follows from the labels:
+
+- one column of 0/1 → binary;
+- one column of class names, or of integers with more than two values → multi-class
+  (classes sorted);
+- several columns of 0/1 → multi-label (one finding per column).
+
+Scans are only listed here and read later by ``dxkit.io.read_scan``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dxkit.data.source import InputKind, LabelledSet, SourceData, Task
+from dxkit.data.splits import check_no_leakage, split_indices
+from dxkit.errors import DataSourceError, DxkitError, MissingFileError
+
+log = logging.getLogger(__name__)
+
+PATH_COLUMN = "path"
+GROUP_COLUMN = "patient_id"
+SPLIT_COLUMN = "split"
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+DEFAULT_CSV = "labels.csv"
+
+
+def find_label_csv(root: Path) -> Path:
+    """``labels.csv`` in ``root``, else the only CSV there."""
+    default = root / DEFAULT_CSV
+    if default.is_file():
+        return default
+    found = sorted(root.glob("*.csv"))
+    if len(found) == 1:
+        return found[0]
+    listed = ", ".join(p.name for p in found) or "none"
+    raise MissingFileError(
+        f"{root}: no {DEFAULT_CSV} and {len(found)} other CSV files ({listed}); "
+        f"name the label file with csv=... (data.csv in a config)"
+    )
+
+
+def _read_table(csv: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DataSourceError(
+            f"{csv}: the file is empty; write a header line such as 'path,label' and one "
+            "row per scan"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataSourceError(f"{csv}: not a readable CSV ({err}); save it as UTF-8 CSV") from None
+    table.columns = [str(c).strip().lstrip("\ufeff") for c in table.columns]
+    if PATH_COLUMN not in table.columns:
+        raise DataSourceError(
+            f"{csv}: no '{PATH_COLUMN}' column (header: {', '.join(table.columns)}); the header "
+            f"must be '{PATH_COLUMN},<label>[,<label2>...][,{GROUP_COLUMN}][,{SPLIT_COLUMN}]'"
+        )
+    if table.empty:
+        raise DataSourceError(f"{csv}: has a header but no rows; add one row per scan")
+    return table.apply(lambda col: col.str.strip())
+
+
+def _row(i: int) -> int:
+    """The line number of data row ``i`` in the file (header is line 1)."""
+    return i + 2
+
+
+def _as_numbers(csv: Path, table: pd.DataFrame, column: str) -> np.ndarray | None:
+    """The column as floats, None when it is all non-numeric, an error when it is mixed."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = values.isna().to_numpy()
+    if bad.all():
+        return None
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataSourceError(
+            f"{csv}: row {_row(i)}, column '{column}' = {table[column].iloc[i]!r} is not a "
+            "number while other rows are; use 0/1 (or class ids) throughout, or class names "
+            "throughout"
+        )
+    return values.to_numpy(dtype=np.float64)
+
+
+def _check_binary(csv: Path, column: str, values: np.ndarray) -> None:
+    bad = ~np.isin(values, (0.0, 1.0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataSourceError(
+            f"{csv}: row {_row(i)}, column '{column}' = {values[i]:g}; with several label "
+            "columns every label must be 0 or 1 (one column per finding)"
+        )
+
+
+def parse_labels(csv: Path, table: pd.DataFrame) -> tuple[np.ndarray, list[str], Task, list[str]]:
+    """Labels ``(N, L)`` float32, label names, task and class names from the label columns."""
+    columns = [c for c in table.columns if c not in (PATH_COLUMN, GROUP_COLUMN, SPLIT_COLUMN)]
+    if not columns:
+        raise DataSourceError(
+            f"{csv}: no label column (header: {', '.join(table.columns)}); add one, e.g. "
+            f"'{PATH_COLUMN},label'"
+        )
+    for column in columns:
+        empty = (table[column] == "").to_numpy()
+        if empty.any():
+            i = int(np.flatnonzero(empty)[0])
+            raise DataSourceError(
+                f"{csv}: row {_row(i)} has no value in label column '{column}'; fill it in "
+                "or drop the row"
+            )
+    if len(columns) > 1:
+        numbers = []
+        for column in columns:
+            values = _as_numbers(csv, table, column)
+            if values is None:
+                raise DataSourceError(
+                    f"{csv}: row {_row(0)}, column '{column}' = {table[column].iloc[0]!r}; "
+                    "with several label columns each must hold 0 or 1"
+                )
+            _check_binary(csv, column, values)
+            numbers.append(values)
+        labels = np.stack(numbers, axis=1).astype(np.float32)
+        return labels, columns, "multilabel", columns
+
+    column = columns[0]
+    values = _as_numbers(csv, table, column)
+    if values is not None and np.isin(values, (0.0, 1.0)).all():
+        if len(np.unique(values)) < 2:
+            log.warning("%s: every scan has %s = %g; nothing to tell apart", csv, column, values[0])
+        return values[:, None].astype(np.float32), [column], "binary", ["0", "1"]
+    if values is not None:
+        bad = values != np.round(values)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataSourceError(
+                f"{csv}: row {_row(i)}, column '{column}' = {values[i]:g} is neither 0/1 nor "
+                "a whole class id; use 0/1 for a binary finding or integer/named classes"
+            )
+        classes = np.unique(values.astype(np.int64))
+        names = [str(c) for c in classes]
+        codes = np.searchsorted(classes, values.astype(np.int64))
+    else:
+        raw = table[column].to_numpy(dtype=str)
+        names = sorted(set(raw.tolist()))
+        codes = np.searchsorted(np.array(names), raw)
+    if len(names) < 2:
+        raise DataSourceError(
+            f"{csv}: column '{column}' has a single class {names[0]!r}; a classifier needs "
+            "at least two"
+        )
+    labels = np.eye(len(names), dtype=np.float32)[codes]
+    return labels, names, "multiclass", names
+
+
+def _resolve_paths(csv: Path, root: Path, table: pd.DataFrame) -> list[Path]:
+    rel = table[PATH_COLUMN]
+    empty = (rel == "").to_numpy()
+    if empty.any():
+        i = int(np.flatnonzero(empty)[0])
+        raise DataSourceError(f"{csv}: row {_row(i)} has an empty '{PATH_COLUMN}'; fill it in")
+    paths = [root / p for p in rel]
+    missing = [(i, p) for i, p in enumerate(paths) if not p.is_file()]
+    if missing:
+        shown = ", ".join(f"row {_row(i)}: {rel.iloc[i]}" for i, _ in missing[:5])
+        raise DataSourceError(
+            f"{csv}: {len(missing)} of {len(paths)} listed scans do not exist under {root} "
+            f"({shown}{', ...' if len(missing) > 5 else ''}); paths are relative to the "
+            "folder — fix the CSV or add the files"
+        )
+    return paths
+
+
+def _given_splits(csv: Path, table: pd.DataFrame) -> dict[str, np.ndarray]:
+    raw = table[SPLIT_COLUMN].str.lower()
+    unknown = ~raw.isin(list(SPLIT_NAMES)).to_numpy()
+    if unknown.any():
+        i = int(np.flatnonzero(unknown)[0])
+        raise DataSourceError(
+            f"{csv}: row {_row(i)}, column '{SPLIT_COLUMN}' = {table[SPLIT_COLUMN].iloc[i]!r}; "
+            "use train, val or test (or drop the column to let dxkit split)"
+        )
+    canonical = raw.map(SPLIT_NAMES).to_numpy()
+    return {s: np.flatnonzero(canonical == s) for s in ("train", "val", "test")}
+
+
+def _probe_layout(path: Path) -> tuple[int, int, int | None]:
+    """Spatial dims, channels and largest side of the first scan (read with read_scan)."""
+    try:
+        from dxkit.io import read_scan
+    except ImportError:
+        log.warning("dxkit.io.read_scan unavailable; assuming 2-D single-channel scans")
+        return 2, 1, None
+    try:
+        array = read_scan(path)
+    except DxkitError as err:
+        raise DataSourceError(f"{path}: could not read the first listed scan: {err}") from err
+    if array.ndim not in (3, 4):
+        raise DataSourceError(f"{path}: read_scan gave shape {array.shape}; expected (C, ...)")
+    return array.ndim - 1, int(array.shape[0]), int(max(array.shape[1:]))
+
+
+def load_folder(
+    root: Path,
+    csv: Path | None = None,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    input_kind: InputKind = "uint8",
+) -> SourceData:
+    """A labelled folder of scans as ``SourceData`` (items are ``Path``s, read lazily).
+
+    Without a ``split`` column the scans are split by patient (when ``patient_id`` is
+    given) and stratified on the first label, reproducibly for ``seed``. The first scan is
+    read once to learn the spatial dims and channel count.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise MissingFileError(f"{root}: no such folder; give the folder that holds the scans")
+    csv = find_label_csv(root) if csv is None else Path(csv)
+    if not csv.is_file():
+        raise MissingFileError(f"{csv}: label CSV not found; give its path (data.csv)")
+    table = _read_table(csv)
+    labels, label_names, task, class_names = parse_labels(csv, table)
+    paths = _resolve_paths(csv, root, table)
+    groups = table[GROUP_COLUMN].to_numpy(dtype=str) if GROUP_COLUMN in table.columns else None
+    if groups is not None and (groups == "").any():
+        i = int(np.flatnonzero(groups == "")[0])
+        raise DataSourceError(
+            f"{csv}: row {_row(i)} has an empty '{GROUP_COLUMN}'; fill it in or drop the column"
+        )
+
+    if SPLIT_COLUMN in table.columns:
+        index = _given_splits(csv, table)
+        if groups is not None:
+            try:
+                check_no_leakage(index, groups)
+            except DataSourceError as err:
+                raise DataSourceError(f"{csv}: {err}") from None
+        if len(index["train"]) == 0:
+            raise DataSourceError(f"{csv}: no row has split 'train'; mark the training scans")
+    else:
+        index = split_indices(
+            len(paths), labels, groups, fractions=(val_fraction, test_fraction), seed=seed
+        )
+
+    rel = table[PATH_COLUMN].tolist()
+    splits = {
+        name: LabelledSet(
+            items=[paths[i] for i in idx],
+            labels=labels[idx],
+            groups=None if groups is None else groups[idx],
+            ids=[rel[i] for i in idx],
+        )
+        for name, idx in index.items()
+        if len(idx) > 0
+    }
+    spatial_dims, in_chans, native_size = _probe_layout(paths[0])
+    log.info(
+        "%s: %d scans, task %s, labels %s, splits %s",
+        csv,
+        len(paths),
+        task,
+        label_names,
+        {k: len(v) for k, v in splits.items()},
+    )
+    return SourceData(
+        splits=splits,
+        label_names=label_names,
+        task=task,
+        spatial_dims=2 if spatial_dims == 2 else 3,
+        in_chans=in_chans,
+        native_size=native_size,
+        input_kind=input_kind,
+        name=root.name,
+        extra={"source": "folder", "csv": str(csv), "class_names": class_names},
+    )
