@@ -1,0 +1,90 @@
+"""The ``dxkit`` command line: one typer app with a sub-command per job.
+
+User errors (any ``DxkitError``) print one line naming the file/key and the fix and exit
+with code 2; ``--debug`` (anywhere on the line) shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from dxkit.errors import DxkitError
+
+app = typer.Typer(
+    name="dxkit",
+    help="Deep-learning-assisted diagnosis from medical scans: prepare, train, evaluate, "
+    "predict, explain and serve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+
+COMMAND_MODULES = ("run", "demo", "bench", "prepare", "explain", "explore", "serve")
+
+
+def _register() -> None:
+    """Import each command module (``dxkit.cli.<name>``) so it adds its commands to ``app``.
+
+    A module either decorates commands onto ``app`` directly, or defines its own
+    ``typer.Typer`` named ``app``, which becomes the command group ``dxkit <name>``.
+    Modules of workloads still being built may be absent; present ones must import cleanly.
+    """
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(f"dxkit.cli.{name}") is None:
+            continue
+        module = importlib.import_module(f"dxkit.cli.{name}")
+        group = getattr(module, "app", None)
+        if isinstance(group, typer.Typer) and group is not app:
+            app.add_typer(group, name=name, help=(module.__doc__ or "").strip().splitlines()[0])
+
+
+def _configure_logging(debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    quiet = logging.WARNING if not debug else logging.INFO
+    for noisy in (
+        "lightning",
+        "lightning.pytorch",
+        "lightning.fabric",
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "pydicom",
+    ):
+        logging.getLogger(noisy).setLevel(quiet)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``dxkit`` script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("DXKIT_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    _configure_logging(debug)
+    try:
+        code = app(args=args, prog_name="dxkit", standalone_mode=False)
+    except DxkitError as err:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err_console.print("interrupted: finished checkpoints and files are kept")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+_register()

@@ -1,0 +1,163 @@
+"""Evaluate a checkpoint the way a clinical study would, and write the run's report.
+
+Thresholds are chosen on the validation split (Youden's J or a target sensitivity) and
+written back into the checkpoint, so the Predictor and the server use the same operating
+point that the report describes. Test-split numbers never influence any choice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from dxkit.data.dataset import ScanDataset
+from dxkit.data.source import LabelledSet, SourceData
+from dxkit.errors import ConfigError, MissingFileError
+from dxkit.evaluate.metrics import (
+    choose_threshold,
+    evaluate_predictions,
+    label_log_losses,
+    medmnist_scores,
+    rsna_weights,
+    weighted_log_loss,
+)
+from dxkit.evaluate.report import write_report
+from dxkit.train.checkpoint import LoadedModel, load_checkpoint, update_metadata
+from dxkit.train.config import config_from_dict
+from dxkit.train.module import probabilities
+from dxkit.train.sources import load_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Evaluation:
+    split: str
+    scores: dict[str, float]
+    thresholds: list[float]
+    report_json: Path
+    report_html: Path
+    payload: dict[str, Any]
+
+
+def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
+    """A run folder → its best checkpoint; a file → itself."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        for name in ("bundle.ckpt", "best.ckpt", "last.ckpt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise MissingFileError(
+            f"{path}: no checkpoints/bundle.ckpt, best.ckpt or last.ckpt in this run folder"
+        )
+    if not path.exists():
+        raise MissingFileError(f"{path} does not exist; pass a run folder or a .ckpt file")
+    return path
+
+
+@torch.no_grad()
+def predict_set(
+    loaded: LoadedModel, labelled: LabelledSet, tta: bool = False, batch_size: int = 256
+) -> np.ndarray:
+    """Probabilities ``(N, L)`` for every scan of a split (optionally averaged over flips)."""
+    from dxkit.data.augment import tta_views
+
+    dataset = ScanDataset(labelled, loaded.preprocessing, cache=False)
+    loader = DataLoader(dataset, batch_size=batch_size)
+    out = []
+    model = loaded.model.eval()
+    for x, _ in loader:
+        views = tta_views(x, loaded.preprocessing.spatial_dims) if tta else [x]
+        probs = torch.stack([probabilities(model(v).float(), loaded.task) for v in views])
+        out.append(probs.mean(0))
+    return torch.cat(out).numpy()
+
+
+def _thresholds(y: np.ndarray, p: np.ndarray, method: str, target: float) -> list[float]:
+    out = []
+    for j in range(y.shape[1]):
+        if len(np.unique(y[:, j])) < 2:
+            out.append(0.5)
+        else:
+            out.append(float(choose_threshold(y[:, j], p[:, j], method=method, target=target)))
+    return out
+
+
+def workload_metrics(
+    label_names: list[str], y: np.ndarray, probs: np.ndarray
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """A reference workload's own metric: (report section, scores), empty for other data.
+
+    RSNA hemorrhage (the six RSNA labels): the competition's weighted multi-label log loss,
+    ``any`` weighted 2, beside each label's log loss.
+    """
+    from dxkit.data.sources.rsna import RSNA_LABELS
+
+    if sorted(label_names) != sorted(RSNA_LABELS):
+        return {}, {}
+    weights = rsna_weights(label_names)
+    value = weighted_log_loss(y, probs, weights)
+    section = {
+        "value": value,
+        "weights": dict(zip(label_names, weights, strict=True)),
+        "log loss per label": dict(zip(label_names, label_log_losses(y, probs), strict=True)),
+    }
+    return {"RSNA weighted log loss": section}, {"rsna_weighted_log_loss": value}
+
+
+def evaluate_checkpoint(
+    run_or_checkpoint: str | Path,
+    split: str | None = None,
+    tta: bool | None = None,
+    out_dir: Path | None = None,
+    source: SourceData | None = None,
+) -> Evaluation:
+    """Score a checkpoint on ``split`` (default: test if the data has one, else val)."""
+    ckpt = resolve_checkpoint(run_or_checkpoint)
+    loaded = load_checkpoint(ckpt)
+    cfg = config_from_dict(loaded.meta["config"], source=f"{ckpt} (saved config)")
+    source = source or load_source(cfg)
+    split = split or ("test" if "test" in source.splits else "val")
+    if split not in source.splits:
+        raise ConfigError(f"split {split!r} not in data: choose one of {sorted(source.splits)}")
+    use_tta = cfg.evaluate.tta if tta is None else tta
+    ev = cfg.evaluate
+
+    val = source.splits["val"]
+    val_probs = predict_set(loaded, val, tta=use_tta)
+    thresholds = _thresholds(np.asarray(val.labels), val_probs, ev.threshold, ev.target_sensitivity)
+    if loaded.task != "multiclass":
+        update_metadata(ckpt, thresholds=thresholds, threshold_method=ev.threshold)
+
+    target = source.splits[split]
+    probs = val_probs if split == "val" else predict_set(loaded, target, tta=use_tta)
+    y = np.asarray(target.labels)
+    payload = evaluate_predictions(
+        y,
+        probs,
+        label_names=loaded.label_names,
+        task=loaded.task,
+        thresholds=thresholds if loaded.task != "multiclass" else None,
+        groups=target.groups,
+        n_boot=ev.bootstrap,
+        seed=cfg.seed,
+    )
+    scores = medmnist_scores(y, probs, loaded.task)
+    extra, workload_scores = workload_metrics(loaded.label_names, y, probs)
+    scores.update(workload_scores)
+    payload["split"] = split
+    payload["tta"] = use_tta
+    payload["checkpoint"] = ckpt.name
+    payload["model"] = loaded.meta["model"]["name"]
+    payload["dataset"] = loaded.meta.get("dataset", source.name)
+    payload["threshold_method"] = ev.threshold
+    out_dir = out_dir or ckpt.parent.parent
+    title = f"{cfg.name}: {payload['model']} on {payload['dataset']} ({split})"
+    json_path, html_path = write_report(out_dir, payload, title=title, extra=extra)
+    return Evaluation(split, scores, thresholds, json_path, html_path, payload)

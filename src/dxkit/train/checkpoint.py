@@ -1,0 +1,96 @@
+"""Checkpoints that carry their preprocessing: save the dxkit metadata, load safely.
+
+A checkpoint is Lightning's file plus a ``"dxkit"`` entry: the resolved config, the
+preprocessing, label names, task, model name and arguments, thresholds chosen on
+validation, and the dxkit version. Loading always uses ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dxkit.errors import CheckpointError, MissingFileError
+from dxkit.models.registry import create_model
+from dxkit.preprocess.spec import Preprocessing
+
+FORMAT = "dxkit-checkpoint/1"
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with everything needed to feed it and read its output."""
+
+    model: nn.Module
+    preprocessing: Preprocessing
+    label_names: list[str]
+    task: str
+    thresholds: list[float]
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file without executing any pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"checkpoint {path} does not exist; pass a .ckpt from a run folder")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt/untrusted files
+        raise CheckpointError(
+            f"{path}: cannot be loaded safely ({type(err).__name__}: {str(err)[:200]}); "
+            "use a checkpoint written by dxkit"
+        ) from None
+    if not isinstance(ckpt, dict) or "dxkit" not in ckpt:
+        raise CheckpointError(f"{path}: not a dxkit checkpoint (no 'dxkit' metadata)")
+    return ckpt
+
+
+def checkpoint_kind(path: str | Path) -> str:
+    """``classify``, ``segment`` or ``exam``: which workflow wrote the checkpoint."""
+    return str(read_checkpoint(path)["dxkit"].get("kind", "classify"))
+
+
+def load_checkpoint(path: str | Path) -> LoadedModel:
+    """Rebuild the model and its preprocessing from a checkpoint file."""
+    ckpt = read_checkpoint(path)
+    meta = ckpt["dxkit"]
+    m = meta["model"]
+    model = create_model(
+        m["name"], m["in_chans"], m["num_classes"], m["spatial_dims"], **m.get("options", {})
+    )
+    state = {
+        k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
+    }
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit model {m['name']}: {err}") from None
+    model.eval()
+    labels = list(meta["label_names"])
+    return LoadedModel(
+        model=model,
+        preprocessing=Preprocessing.model_validate(meta["preprocessing"]),
+        label_names=labels,
+        task=meta["task"],
+        thresholds=list(meta.get("thresholds") or [0.5] * len(labels)),
+        meta=meta,
+        path=Path(path),
+    )
+
+
+def update_metadata(path: str | Path, **updates: Any) -> None:
+    """Write new values (e.g. validation thresholds) into a checkpoint's dxkit metadata,
+    atomically: the old file stays intact until the new one is complete."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    ckpt["dxkit"].update(updates)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,191 @@
+"""Run configuration: pydantic models loaded from YAML, validated, overridable with --set.
+
+Unknown keys are errors (``extra="forbid"``), so a typo never silently falls back to a
+default. String values may use ``${VAR:-default}`` to read environment variables, which is
+how recipes find the data folder on different machines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dxkit.errors import ConfigError, MissingFileError
+from dxkit.train.config_exam import ExamConfig
+from dxkit.train.config_segment import SegmentConfig
+
+WindowSpec = str | tuple[float, float]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where the scans and labels come from and how they are batched."""
+
+    source: Literal["medmnist", "folder", "rsna", "siim", "mrnet"] = "medmnist"
+    name: str | None = Field(None, description="MedMNIST set name, e.g. breastmnist")
+    path: Path | None = Field(None, description="an .npz file, or the root folder of scans")
+    csv: Path | None = Field(None, description="label CSV for a folder source")
+    size: int = Field(28, description="MedMNIST image size of the file to use (28, 64, ...)")
+    download: bool = False
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+
+class PreprocessConfig(_Strict):
+    """How a read scan becomes a model input; saved into every checkpoint."""
+
+    size: int | None = Field(None, ge=8, description="resize to size×size(×size); None = native")
+    windows: list[WindowSpec] | None = Field(
+        None, description="CT windows stacked as channels: preset names or [center, width]"
+    )
+    normalize: Literal["dataset", "none"] = "dataset"
+
+
+class ModelConfig(_Strict):
+    name: str = "resnet18"
+    pretrained: bool | str = False
+    options: dict[str, Any] = Field(default_factory=dict, description="extra model kwargs")
+
+
+class AugmentConfig(_Strict):
+    strength: Literal["none", "light", "medium"] = "light"
+    flip: bool = True
+
+
+class TrainConfig(_Strict):
+    """Optimisation and the Lightning trainer settings."""
+
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup_fraction: float = Field(0.25, gt=0, lt=1)
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
+    grad_clip: float | None = Field(1.0, gt=0)
+    class_weights: Literal["none", "balanced"] = "none"
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    progressive_resize: list[tuple[int, int]] | None = Field(
+        None, description="[[epoch, size], ...]: train at `size` from `epoch` on"
+    )
+    freeze_epochs: int = Field(0, ge=0, description="epochs with the pretrained body frozen")
+    body_lr_factor: float = Field(1.0, gt=0, le=1, description="body lr = lr × this")
+    early_stopping_patience: int | None = Field(None, ge=1)
+    monitor: Literal["val_auc", "val_loss"] = "val_auc"
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    max_minutes: float | None = Field(None, gt=0, description="stop training after this")
+    limit_train_batches: int | float | None = None
+
+    @field_validator("progressive_resize")
+    @classmethod
+    def _sorted_schedule(cls, v: list[tuple[int, int]] | None) -> list[tuple[int, int]] | None:
+        if v is not None:
+            epochs = [e for e, _ in v]
+            if epochs != sorted(epochs) or any(s < 8 for _, s in v):
+                raise ValueError("progressive_resize must be [[epoch, size], ...] sorted by epoch")
+        return v
+
+
+class EvaluateConfig(_Strict):
+    tta: bool = False
+    threshold: Literal["youden", "sensitivity"] = "youden"
+    target_sensitivity: float = Field(0.9, gt=0, lt=1)
+    bootstrap: int = Field(1000, ge=0)
+
+
+class RunConfig(_Strict):
+    """A whole recipe: data, preprocessing, model, training and evaluation."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    task: Literal["classify", "segment", "exam"] = Field(
+        "classify", description="what is trained: a classifier, a segmenter or an exam model"
+    )
+    seed: int = 0
+    output_dir: Path = Path("runs")
+    data: DataConfig = Field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)
+    exam: ExamConfig = Field(default_factory=ExamConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any) -> Any:
+    if isinstance(value, str):
+        return _ENV.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    return value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a raw config dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value; write e.g. train.epochs=5")
+        dotted, text = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = raw
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+            node = child
+        node[keys[-1]] = yaml.safe_load(text)
+    return raw
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key {where!r}")
+        else:
+            parts.append(f"{where}: {e['msg']} (got {e.get('input')!r})")
+    return f"{source}: " + "; ".join(parts) + " — fix the config or the --set override"
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(_expand_env(raw))
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML recipe, apply ``--set`` overrides and validate the result."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"config file {path} does not exist; pass a YAML recipe path")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err}); fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, source=str(path))

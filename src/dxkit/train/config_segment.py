@@ -1,0 +1,24 @@
+"""The ``segment:`` section of a run config (pixel segmentation, e.g. SIIM pneumothorax)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SegmentConfig(BaseModel):
+    """U-Net and loss settings; the image size is ``preprocess.size``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    architecture: Literal["unet"] = "unet"
+    encoder: str = "resnet18"
+    bce_weight: float = Field(1.0, ge=0)
+    dice_weight: float = Field(1.0, ge=0)
+    focal_weight: float = Field(0.0, ge=0)
+    decision: Literal["segmenter", "classifier", "both"] = Field(
+        "segmenter",
+        description="image-level pneumothorax decision: from the mask (probability threshold"
+        " + minimum area chosen on validation), a separate classifier, or both (report which wins)",
+    )

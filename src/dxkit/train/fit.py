@@ -1,0 +1,275 @@
+"""Train a classifier from a ``RunConfig`` into a run folder.
+
+The run folder (``runs/<name>/``) receives the resolved ``config.yaml``, ``metrics.csv``
+(Lightning's CSV logger), ``checkpoints/best.ckpt`` (best validation AUC) and
+``checkpoints/last.ckpt`` (for ``--resume``), each written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from dxkit import __version__
+from dxkit.data.augment import build_augment
+from dxkit.data.dataset import ScanDataset, channel_stats
+from dxkit.data.source import SourceData
+from dxkit.errors import CheckpointError, ConfigError
+from dxkit.models.registry import create_model
+from dxkit.preprocess.spec import Preprocessing
+from dxkit.train.callbacks import AtomicCheckpointIO, FreezeBody, ProgressiveResize
+from dxkit.train.config import RunConfig
+from dxkit.train.module import ClassifierModule
+from dxkit.train.sources import build_preprocessing, class_weights, load_source
+
+log = logging.getLogger(__name__)
+RUN_DIR_ENV = "DXKIT_RUN_DIR"  # lets DDP worker processes find the run folder of rank 0
+
+# Lightning warnings that do not apply to how dxkit uses it: the CSV logger appends to an
+# existing metrics.csv on --resume (it does not delete it), and small data sets have
+# fewer batches than the logging interval by design.
+for _message in (
+    "Experiment logs directory",
+    "The number of training batches",
+    ".*LeafSpec.*is deprecated",
+    "The '(train|val)_dataloader' does not have many workers",
+):
+    warnings.filterwarnings("ignore", message=_message)
+
+
+@dataclass
+class Prepared:
+    """Everything a training (or LR-finder) run needs, built from a config."""
+
+    cfg: RunConfig
+    source: SourceData
+    preprocessing: Preprocessing
+    module: ClassifierModule
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_score: float | None
+    seconds: float
+    peak_rss_mb: float
+    is_main_process: bool = True
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    """``runs/<name>``, or ``runs/<name>-2``, ``-3``... when it already holds a run."""
+    base = cfg.output_dir / cfg.name
+    candidate, n = base, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        n += 1
+        candidate = base.with_name(f"{cfg.name}-{n}")
+    return candidate
+
+
+def latest_run_dir(cfg: RunConfig) -> Path:
+    """The most recent run folder of this config's name that has a last checkpoint."""
+    runs = [
+        p for p in cfg.output_dir.glob(f"{cfg.name}*") if (p / "checkpoints/last.ckpt").exists()
+    ]
+    if not runs:
+        raise CheckpointError(
+            f"--resume: no run of {cfg.name!r} with checkpoints/last.ckpt under {cfg.output_dir}; "
+            "start it without --resume"
+        )
+    return max(runs, key=lambda p: (p / "checkpoints/last.ckpt").stat().st_mtime)
+
+
+def model_meta(cfg: RunConfig, source: SourceData, pre: Preprocessing) -> dict[str, Any]:
+    """The metadata saved in each checkpoint (only JSON-like values: weights_only-safe)."""
+    return {
+        "format": "dxkit-checkpoint/1",
+        "kind": "classify",
+        "dxkit_version": __version__,
+        "config": cfg.model_dump(mode="json"),
+        "preprocessing": pre.model_dump(mode="json"),
+        "label_names": list(source.label_names),
+        "task": source.task,
+        "dataset": source.name,
+        "model": {
+            "name": cfg.model.name,
+            "in_chans": pre.in_chans,
+            "num_classes": source.num_outputs,
+            "spatial_dims": source.spatial_dims,
+            "options": dict(cfg.model.options),
+        },
+        "thresholds": None,
+    }
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Load the data, fix the preprocessing (with training-set statistics), build the model."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    source = load_source(cfg)
+    if "train" not in source.splits or "val" not in source.splits:
+        raise ConfigError(f"data source {source.name!r} has no train/val splits")
+    pre = build_preprocessing(cfg, source)
+    train_set = ScanDataset(source.splits["train"], pre)
+    if cfg.preprocess.normalize == "dataset":
+        mean, std = channel_stats(train_set, seed=cfg.seed)
+        pre = pre.model_copy(update={"mean": mean, "std": std})
+        train_set.preprocessing = pre
+    strength = cfg.train.augment.strength
+    train_set.augment = build_augment(
+        source.spatial_dims, strength, flip=cfg.train.augment.flip, seed=cfg.seed
+    )
+    val_set = ScanDataset(source.splits["val"], pre)
+
+    model = create_model(
+        cfg.model.name,
+        pre.in_chans,
+        source.num_outputs,
+        source.spatial_dims,
+        pretrained=cfg.model.pretrained,
+        **cfg.model.options,
+    )
+    weight = None
+    if cfg.train.class_weights == "balanced":
+        weight = class_weights(source.splits["train"].labels, source.task)
+    module = ClassifierModule(model, source.task, cfg.train, weight, model_meta(cfg, source, pre))
+    d = cfg.data
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader_kw: dict[str, Any] = {"num_workers": d.num_workers}
+    if d.num_workers > 0:
+        loader_kw["persistent_workers"] = True
+    train_loader = DataLoader(
+        train_set,
+        batch_size=d.batch_size,
+        shuffle=True,
+        generator=gen,
+        drop_last=False,
+        **loader_kw,
+    )
+    val_loader = DataLoader(val_set, batch_size=d.eval_batch_size or d.batch_size * 2, **loader_kw)
+    return Prepared(cfg, source, pre, module, train_loader, val_loader)
+
+
+def _precision(cfg: RunConfig) -> str:
+    p = cfg.train.precision
+    if p == "auto":
+        return "16-mixed" if torch.cuda.is_available() else "32-true"
+    return "32-true" if p == "32" else p
+
+
+def make_trainer(
+    cfg: RunConfig,
+    run_dir: Path,
+    progress: bool = True,
+    checkpointing: bool = True,
+    **overrides: Any,
+) -> L.Trainer:
+    """A Lightning Trainer with dxkit's callbacks, atomic checkpoints and CSV metrics."""
+    t = cfg.train
+    mode = "max" if t.monitor == "val_auc" else "min"
+    callbacks: list[Any] = []
+    if checkpointing:
+        # Two callbacks: Lightning's ``save_last`` only refreshes last.ckpt when a top-k
+        # checkpoint is written, but --resume needs the latest epoch whatever its score.
+        folder = run_dir / "checkpoints"
+        best = ModelCheckpoint(
+            dirpath=folder,
+            filename="best",
+            monitor=t.monitor,
+            mode=mode,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+        last = ModelCheckpoint(
+            dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False
+        )
+        callbacks += [best, last]
+    if t.freeze_epochs:
+        callbacks.append(FreezeBody(t.freeze_epochs))
+    if t.progressive_resize:
+        callbacks.append(ProgressiveResize(t.progressive_resize))
+    if t.early_stopping_patience:
+        callbacks.append(EarlyStopping(t.monitor, mode=mode, patience=t.early_stopping_patience))
+    if progress:
+        from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+        callbacks.append(RichProgressBar() if sys.stderr.isatty() else TQDMProgressBar(50))
+    kwargs: dict[str, Any] = {
+        "max_epochs": t.epochs,
+        "accelerator": t.accelerator,
+        "devices": t.devices,
+        "strategy": t.strategy,
+        "num_nodes": t.num_nodes,
+        "precision": _precision(cfg),
+        "gradient_clip_val": t.grad_clip,
+        "callbacks": callbacks,
+        "logger": CSVLogger(save_dir=str(run_dir), name="", version=""),
+        "plugins": [AtomicCheckpointIO()],
+        "enable_progress_bar": progress,
+        "enable_model_summary": False,
+        "enable_checkpointing": checkpointing,
+        "log_every_n_steps": 5,
+        "num_sanity_val_steps": 0,
+    }
+    if t.max_minutes:
+        kwargs["max_time"] = {"minutes": t.max_minutes}
+    if t.limit_train_batches is not None:
+        kwargs["limit_train_batches"] = t.limit_train_batches
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def fit(cfg: RunConfig, resume: bool = False, progress: bool = True) -> FitResult:
+    """Train per ``cfg``; returns where the run folder and checkpoints are."""
+    start = time.perf_counter()
+    if os.environ.get(RUN_DIR_ENV):
+        run_dir = Path(os.environ[RUN_DIR_ENV])
+    elif resume:
+        run_dir = latest_run_dir(cfg)
+    else:
+        run_dir = new_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        prepared = prepare(cfg)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        trainer = make_trainer(cfg, run_dir, progress=progress)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        ckpt_path = str(last) if resume and last.exists() else None
+        trainer.fit(
+            prepared.module, prepared.train_loader, prepared.val_loader, ckpt_path=ckpt_path
+        )
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)
+    cb = trainer.checkpoint_callback
+    best = Path(cb.best_model_path) if cb and cb.best_model_path else last
+    score = float(cb.best_model_score) if cb and cb.best_model_score is not None else None
+    return FitResult(
+        run_dir=run_dir,
+        best_checkpoint=best,
+        last_checkpoint=last,
+        best_score=score,
+        seconds=time.perf_counter() - start,
+        peak_rss_mb=_peak_rss_mb(),
+        is_main_process=trainer.is_global_zero,
+    )

@@ -1,0 +1,159 @@
+"""The Lightning module that trains any registered classifier (2-D or 3-D).
+
+Lightning owns the loop, devices, precision, DDP and checkpointing; this module only says
+what a step is, how validation is scored (AUC, as MedMNIST and the clinical papers report)
+and which parameters get which learning rate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.functional import auroc
+
+from dxkit.data.source import Task
+from dxkit.train.config import TrainConfig
+
+
+def split_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(body, head) parameters: the classifier head is timm's ``get_classifier()`` or the
+    last ``nn.Linear``; everything else is the body that pretrained weights would cover."""
+    head: nn.Module | None = None
+    if hasattr(model, "get_classifier"):
+        candidate = model.get_classifier()
+        head = candidate if isinstance(candidate, nn.Module) else None
+    if head is None:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        head = linears[-1] if linears else None
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    heads = [p for p in model.parameters() if id(p) in head_ids]
+    return body, heads
+
+
+def probabilities(logits: torch.Tensor, task: Task) -> torch.Tensor:
+    """Logits → probabilities: softmax for one-of-K, sigmoid per label otherwise."""
+    return logits.softmax(dim=1) if task == "multiclass" else logits.sigmoid()
+
+
+def val_auc(probs: torch.Tensor, targets: torch.Tensor, task: Task) -> torch.Tensor:
+    """AUC as MedMNIST reports it (one-vs-rest averaged for several classes/labels)."""
+    if task == "binary":
+        return auroc(probs[:, 0], targets[:, 0].long(), task="binary")
+    if task == "multiclass":
+        k = probs.shape[1]
+        return auroc(probs, targets.argmax(1), task="multiclass", num_classes=k, average="macro")
+    return auroc(
+        probs, targets.long(), task="multilabel", num_labels=probs.shape[1], average="macro"
+    )
+
+
+class ClassifierModule(L.LightningModule):
+    """Loss, validation AUC and optimiser for a classifier; ``dxkit_meta`` rides along in
+    every checkpoint so a checkpoint alone rebuilds the model and its preprocessing."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        train: TrainConfig,
+        class_weight: torch.Tensor | None = None,
+        dxkit_meta: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+        self.cfg = train
+        self.lr = train.lr  # read and written by Lightning's learning-rate finder
+        self.train_size: int | None = None  # set by the progressive-resize callback
+        self.dxkit_meta = dxkit_meta or {}
+        self.register_buffer("class_weight", class_weight, persistent=False)
+        self._val_probs: list[torch.Tensor] = []
+        self._val_targets: list[torch.Tensor] = []
+
+    # -- steps ------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.task == "multiclass":
+            return F.cross_entropy(logits, y.argmax(1), weight=self.class_weight)
+        return F.binary_cross_entropy_with_logits(logits, y, pos_weight=self.class_weight)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x, y = batch
+        if self.training and self.train_size and x.shape[-1] != self.train_size:
+            mode = "bilinear" if x.dim() == 4 else "trilinear"
+            size = (self.train_size,) * (x.dim() - 2)
+            x = F.interpolate(x, size=size, mode=mode, align_corners=False)
+        return x, y
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self.loss(self(x), y)
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self._val_probs.append(probabilities(logits.float(), self.task).detach())
+        self._val_targets.append(y.detach())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_probs:
+            return
+        probs = torch.cat(self._val_probs)
+        targets = torch.cat(self._val_targets)
+        self._val_probs.clear()
+        self._val_targets.clear()
+        if self.trainer.world_size > 1:
+            probs = self.all_gather(probs).flatten(0, 1)
+            targets = self.all_gather(targets).flatten(0, 1)
+        eps = 1e-7
+        if self.task == "multiclass":
+            vloss = F.nll_loss(probs.clamp_min(eps).log(), targets.argmax(1))
+            acc = (probs.argmax(1) == targets.argmax(1)).float().mean()
+        else:
+            vloss = F.binary_cross_entropy(probs.clamp(eps, 1 - eps), targets)
+            acc = ((probs >= 0.5).float() == targets).float().mean()
+        self.log("val_loss", vloss, prog_bar=False)
+        self.log("val_auc", val_auc(probs, targets, self.task), prog_bar=True)
+        self.log("val_acc", acc, prog_bar=True)
+
+    # -- optimisation -----------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        body, head = split_head(self.model)
+        groups = [
+            {"params": body, "lr": self.lr * self.cfg.body_lr_factor, "name": "body"},
+            {"params": head, "lr": self.lr, "name": "head"},
+        ]
+        groups = [g for g in groups if g["params"]]
+        wd = self.cfg.weight_decay
+        if self.cfg.optimizer == "adamw":
+            opt: torch.optim.Optimizer = torch.optim.AdamW(groups, weight_decay=wd)
+        elif self.cfg.optimizer == "adam":
+            opt = torch.optim.Adam(groups, weight_decay=wd)
+        else:
+            opt = torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=wd)
+        if self.cfg.schedule == "constant":
+            return opt
+        total = int(self.trainer.estimated_stepping_batches)
+        if self.cfg.schedule == "onecycle":
+            sched: Any = torch.optim.lr_scheduler.OneCycleLR(
+                opt,
+                max_lr=[g["lr"] for g in groups],
+                total_steps=max(total, 1),
+                pct_start=self.cfg.warmup_fraction,
+            )
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["dxkit"] = self.dxkit_meta
