@@ -119,7 +119,7 @@ class Preprocessing(BaseModel):
     scale: float = 255.0
     mean: list[float] = Field(default_factory=lambda: [0.0])
     std: list[float] = Field(default_factory=lambda: [1.0])
-    ct: CTRecipe | None = Field(None, description="head-CT cache recipe replayed on raw HU")
+    ct: CTRecipe | None = Field(default=None, description="head-CT cache recipe replayed on raw HU")
 
     @model_validator(mode="after")
     def _ct_consistent(self) -> Preprocessing:

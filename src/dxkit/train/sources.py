@@ -99,10 +99,9 @@ def build_preprocessing(cfg: RunConfig, source: SourceData) -> Preprocessing:
     """The preprocessing before dataset statistics (mean/std) are filled in."""
     ct = ct_recipe(cfg, source)
     if ct is not None:
-        size = cfg.preprocess.size or ct.size
         return Preprocessing(
             in_chans=ct.channels,
-            size=size,
+            size=cfg.preprocess.size or ct.size,
             input_kind="uint8",
             ct=ct,
             mean=[0.0] * ct.channels,

@@ -149,6 +149,13 @@ def load_rsna(cache_dir: Path | str, val_fraction: float = 0.2, seed: int = 0) -
     info = (
         json.loads((root / "prepare.json").read_text()) if (root / "prepare.json").is_file() else {}
     )
+    recipe = info.get("recipe")
+    if recipe is None:
+        logger.warning(
+            "%s: no prepare.json recipe; a model trained here cannot replay the cache's "
+            "preprocessing on raw DICOM",
+            root,
+        )
     return SourceData(
         splits={"train": subset(train), "val": subset(val)},
         label_names=list(RSNA_LABELS),
@@ -158,5 +165,18 @@ def load_rsna(cache_dir: Path | str, val_fraction: float = 0.2, seed: int = 0) -
         native_size=info.get("size"),
         input_kind="uint8",
         name="rsna_ich",
-        extra={"windows": info.get("windows"), "context": info.get("context", False)},
+        extra={
+            "windows": info.get("windows"),
+            "context": info.get("context", False),
+            # What the cache did to each HU slice, so the checkpoint can redo it at serving.
+            "ct_recipe": None
+            if recipe is None
+            else {
+                "windows": recipe["windows"],
+                "window_names": info.get("windows"),
+                "size": recipe["size"],
+                "crop_head": True,
+                "context": recipe["context"],
+            },
+        },
     )
