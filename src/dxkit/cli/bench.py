@@ -55,3 +55,33 @@ def bench_overhead(
     from dxkit.bench.overhead import run
 
     console.print(Markdown(run(config, _need(data_root, "MedMNIST folder"), repeats, results)))
+
+
+@bench_app.command("dicom")
+def bench_dicom(
+    data_root: DataRoot = Path("../shared/data/rsna_ich_dicom"),
+    seconds: Annotated[float, typer.Option(help="Minimum seconds of work per variant.")] = 10.0,
+    results: Results = DEFAULT_RESULTS,
+) -> None:
+    """Files/s of `dxkit prepare rsna` vs fastai's medical module and the pydicom floor."""
+    from dxkit.bench.dicom import run
+
+    body = run(_need(data_root, "RSNA DICOM folder"), seconds=seconds, results_path=results)
+    console.print(Markdown(body))
+
+
+@bench_app.command("seg")
+def bench_seg(
+    data_root: DataRoot = Path("../shared/data/siim_pneumothorax_sample"),
+    overfit_seconds: Annotated[float, typer.Option(help="Budget of the overfit check.")] = 300.0,
+    results: Results = DEFAULT_RESULTS,
+) -> None:
+    """RLE speed vs a per-pixel reference, U-Net step cost per resolution, overfit check."""
+    from dxkit.bench.seg import run
+
+    body = run(
+        _need(data_root, "SIIM sample folder"),
+        overfit_seconds=overfit_seconds,
+        results_path=results,
+    )
+    console.print(Markdown(body))

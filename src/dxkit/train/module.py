@@ -41,15 +41,25 @@ def probabilities(logits: torch.Tensor, task: Task) -> torch.Tensor:
 
 
 def val_auc(probs: torch.Tensor, targets: torch.Tensor, task: Task) -> torch.Tensor:
-    """AUC as MedMNIST reports it (one-vs-rest averaged for several classes/labels)."""
-    if task == "binary":
-        return auroc(probs[:, 0], targets[:, 0].long(), task="binary")
+    """AUC as MedMNIST reports it (one-vs-rest averaged for several classes/labels).
+
+    Labels or classes with only one outcome in the validation split have no AUC; they are
+    left out of the average instead of counting as 0 (torchmetrics' macro behaviour), which
+    would otherwise make checkpoint selection depend on label prevalence.
+    """
     if task == "multiclass":
-        k = probs.shape[1]
-        return auroc(probs, targets.argmax(1), task="multiclass", num_classes=k, average="macro")
-    return auroc(
-        probs, targets.long(), task="multilabel", num_labels=probs.shape[1], average="macro"
-    )
+        y = targets.argmax(1)
+        present = [k for k in range(probs.shape[1]) if 0 < int((y == k).sum()) < len(y)]
+        if len(present) == probs.shape[1]:
+            k = probs.shape[1]
+            return auroc(probs, y, task="multiclass", num_classes=k, average="macro")
+        scores = [auroc(probs[:, k], (y == k).long(), task="binary") for k in present]
+    else:
+        cols = [j for j in range(probs.shape[1]) if 0 < int(targets[:, j].sum()) < len(targets)]
+        scores = [auroc(probs[:, j], targets[:, j].long(), task="binary") for j in cols]
+    if not scores:
+        return torch.tensor(float("nan"), device=probs.device)
+    return torch.stack(scores).mean()
 
 
 class ClassifierModule(L.LightningModule):
