@@ -1,0 +1,173 @@
+"""Run an exported ``.onnx`` classifier through ONNX Runtime with ``Predictor``'s interface.
+
+The graph holds the preprocessing (see ``export.py``); this class only reads scans, matches
+their channel count to the graph and groups scans of one size into a batch. The server and
+``dxkit predict`` use it whenever they are given an ``.onnx`` file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dxkit.errors import CheckpointError, InvalidScanError, MissingFileError
+from dxkit.preprocess.spec import Preprocessing
+from dxkit.serve.export import FORMAT, INPUT_NAME, METADATA_KEY, graph_input_channels, sidecar_path
+from dxkit.serve.predictor import Prediction
+
+
+def read_onnx_metadata(path: Path) -> dict[str, Any]:
+    """The dxkit metadata embedded in the graph, else its JSON sidecar."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError and onnx's errors share no base class
+        raise CheckpointError(f"{path}: not a readable ONNX file ({type(err).__name__})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    text = props.get(METADATA_KEY)
+    if text is None and sidecar_path(path).is_file():
+        text = sidecar_path(path).read_text()
+    if text is None:
+        raise CheckpointError(
+            f"{path}: no dxkit metadata (embedded or in {sidecar_path(path).name}); export "
+            "it with `dxkit export CHECKPOINT --format onnx`"
+        )
+    meta = json.loads(text)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: metadata format {meta.get('format')!r}, expected {FORMAT}")
+    return meta
+
+
+class OnnxPredictor:
+    """Same interface as ``Predictor`` (``describe``, ``prepare``, ``predict_arrays``,
+    ``predict_files``), backed by an ONNX Runtime CPU session."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = path
+        self.meta = meta
+        self.preprocessing = Preprocessing.model_validate(meta["preprocessing"])
+        self.task: str = meta["task"]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+
+    @classmethod
+    def from_path(cls, path: str | Path, threads: int | None = None) -> OnnxPredictor:
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(f"{path}: no such ONNX file; export one with `dxkit export`")
+        return cls(path, read_onnx_metadata(path), threads)
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.meta["label_names"])
+
+    @property
+    def thresholds(self) -> list[float]:
+        return [float(t) for t in self.meta["thresholds"]]
+
+    def describe(self) -> dict[str, Any]:
+        """What the model expects and says (same keys as ``Predictor.describe``)."""
+        return {
+            "model": self.meta["model"]["name"],
+            "task": self.task,
+            "findings": self.label_names,
+            "thresholds": dict(zip(self.label_names, self.thresholds, strict=True)),
+            "preprocessing": self.preprocessing.model_dump(mode="json"),
+            "dxkit_version": self.meta.get("trained_with"),
+            "graph": self.meta.get("graph", {}),
+        }
+
+    def prepare(self, array: np.ndarray, source: str = "scan") -> np.ndarray:
+        """A read scan → the graph's input (raw values, channels matched, no batch axis)."""
+        pre = self.preprocessing
+        x = pre.ct.prepare(array, source) if pre.ct is not None else np.asarray(array)
+        if x.ndim == pre.spatial_dims:
+            x = x[None]
+        if x.ndim != pre.spatial_dims + 1:
+            raise InvalidScanError(
+                f"{source}: expected a {pre.spatial_dims}-D scan (optionally channel-first), "
+                f"got shape {tuple(np.shape(array))}"
+            )
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise InvalidScanError(f"{source}: contains NaN or infinite values; clean the scan")
+        want = graph_input_channels(pre)
+        if pre.windows and x.shape[0] != 1:
+            raise InvalidScanError(
+                f"{source}: CT windows need a single-channel scan in Hounsfield units, "
+                f"got {x.shape[0]} channels; pass the DICOM or a 1-channel HU array"
+            )
+        if x.shape[0] != want:
+            x = pre.adapt_channels(torch.from_numpy(x), source).numpy()
+        return x
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and logits ``(N, L)`` for a batch of prepared scans of one size."""
+        probs, logits = self.session.run(None, {INPUT_NAME: batch})
+        return probs, logits
+
+    def predict_arrays(
+        self, arrays: Sequence[np.ndarray], sources: Sequence[str]
+    ) -> list[Prediction]:
+        prepared = [self.prepare(a, s) for a, s in zip(arrays, sources, strict=True)]
+        by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, x in enumerate(prepared):
+            by_shape[x.shape].append(i)
+        probs: list[np.ndarray | None] = [None] * len(prepared)
+        for indices in by_shape.values():
+            out, _ = self.run(np.stack([prepared[i] for i in indices]))
+            for i, p in zip(indices, out, strict=True):
+                probs[i] = p
+        return [
+            prediction(src, p, self.label_names, self.thresholds, self.task)  # type: ignore[arg-type]
+            for src, p in zip(sources, probs, strict=True)
+        ]
+
+    def predict_files(self, paths: Sequence[str | Path], batch_size: int = 32) -> list[Prediction]:
+        """Read each file (PNG/JPEG/DICOM/npy) and predict; errors name the file."""
+        from dxkit.io import read_scan
+
+        out: list[Prediction] = []
+        for start in range(0, len(paths), batch_size):
+            chunk = [Path(p) for p in paths[start : start + batch_size]]
+            out.extend(self.predict_arrays([read_scan(p) for p in chunk], [str(p) for p in chunk]))
+        return out
+
+
+def prediction(
+    source: str, probs: np.ndarray, names: list[str], thresholds: list[float], task: str
+) -> Prediction:
+    """Probabilities → ``Prediction`` with ``Predictor``'s decision rule (argmax for one-of-K,
+    each finding's threshold otherwise)."""
+    values = {n: float(p) for n, p in zip(names, probs, strict=True)}
+    if task == "multiclass":
+        top = names[int(np.argmax(probs))]
+        positive = {n: n == top for n in names}
+    else:
+        positive = {n: values[n] >= t for n, t in zip(names, thresholds, strict=True)}
+    return Prediction(source, values, positive)
+
+
+def load_predictor(path: str | Path) -> Any:
+    """``OnnxPredictor`` for an ``.onnx`` file, else ``Predictor.from_checkpoint``: what
+    ``dxkit predict`` and ``dxkit serve`` call with a user's path."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return OnnxPredictor.from_path(path)
+    from dxkit.serve.predictor import Predictor
+
+    return Predictor.from_checkpoint(path)

@@ -1,0 +1,222 @@
+"""The REST routes: health, the models on offer, predict and explain (multipart uploads)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+
+from dxkit.preprocess.window import WINDOWS
+from dxkit.serve.auth import require_token
+from dxkit.serve.served import Explanation, Findings, ServedModel
+from dxkit.serve.uploads import Limits, RequestError, Scan, read_upload, remove_workdir
+from dxkit.serve.view import display_side, heatmap_view, plane_view
+
+log = logging.getLogger("dxkit.serve")
+router = APIRouter()
+api = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+
+ModelField = Annotated[
+    str | None, Form(description="Model name from /v1/models (optional when only one is served)")
+]
+FilesField = Annotated[
+    list[UploadFile] | None,
+    File(description="One PNG/JPEG, one DICOM, the DICOM files of one series, or a zip of them"),
+]
+PlaneField = Annotated[UploadFile | None, File(description="An exam's plane as a .npy stack")]
+ViewField = Annotated[
+    bool, Form(description="Also return the scan (and heatmap) as arrays for display")
+]
+
+
+@router.get("/healthz", tags=["health"])
+def healthz(request: Request) -> dict[str, Any]:
+    """Liveness: the server is up and its models are loaded."""
+    return {"status": "ok", "models": len(request.app.state.models)}
+
+
+@api.get("/models", tags=["models"])
+def list_models(request: Request) -> dict[str, Any]:
+    """The served models: names, findings, thresholds, expected input and preprocessing."""
+    state = request.app.state
+    return {
+        "models": [m.describe() for m in state.models.values()],
+        "window_presets": {k: {"center": c, "width": w} for k, (c, w) in WINDOWS.items()},
+        "limits": state.limits.as_dict(),
+    }
+
+
+def _model(request: Request, name: str | None) -> ServedModel:
+    models: dict[str, ServedModel] = request.app.state.models
+    if name is None or name == "":
+        if len(models) == 1:
+            return next(iter(models.values()))
+        raise RequestError(f"several models are served; name one in 'model': {', '.join(models)}")
+    if name not in models:
+        raise RequestError(
+            f"no model named {name!r}; this server has: {', '.join(models)}", status=404
+        )
+    return models[name]
+
+
+def _read_scan(
+    request: Request,
+    files: list[UploadFile] | None,
+    planes: dict[str, UploadFile | None],
+) -> Scan:
+    limits: Limits = request.app.state.limits
+    workdir = Path(tempfile.mkdtemp(prefix="dxkit-upload-"))  # mode 0700, ours alone
+    try:
+        return read_upload(
+            [(f.filename or "", f.file) for f in files or []],
+            {p: (f.filename or p, f.file) for p, f in planes.items() if f is not None},
+            limits,
+            workdir,
+        )
+    finally:
+        remove_workdir(workdir)
+
+
+def _findings_json(model: ServedModel, found: Findings) -> list[dict[str, Any]]:
+    positive = model.decisions(found.probabilities)
+    out = []
+    for i, name in enumerate(model.label_names):
+        item: dict[str, Any] = {
+            "name": name,
+            "probability": float(found.probabilities[i]),
+            "threshold": model.thresholds[i],
+            "positive": positive[i],
+        }
+        if found.deciding and found.deciding[i] is not None:
+            item["deciding_slices"] = found.deciding[i]
+        if found.per_plane is not None:
+            item["planes"] = {p: float(v[i]) for p, v in found.per_plane.items()}
+        out.append(item)
+    return out
+
+
+def _answer(
+    request: Request, model: ServedModel, scan: Scan, found: Findings, view: bool, start: float
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "request_id": request.state.request_id,
+        "model": model.name,
+        "backend": model.backend,
+        "task": model.task,
+        "scan": scan.summary(),
+        "findings": _findings_json(model, found),
+    }
+    if found.per_slice is not None:
+        body["per_slice"] = {
+            "plane": "scan",
+            "probabilities": [[round(float(p), 6) for p in row] for row in found.per_slice],
+        }
+    if view:
+        body["view"] = {
+            "planes": {name: plane_view(a, scan.hounsfield) for name, a in scan.planes.items()},
+            "file_windows": [{"center": c, "width": w} for c, w in scan.file_windows],
+        }
+    body["seconds"] = round(time.perf_counter() - start, 4)
+    return body
+
+
+@api.post("/predict", tags=["predict"])
+def predict(
+    request: Request,
+    model: ModelField = None,
+    files: FilesField = None,
+    axial: PlaneField = None,
+    coronal: PlaneField = None,
+    sagittal: PlaneField = None,
+    view: ViewField = False,
+) -> dict[str, Any]:
+    """Probability of each finding for one uploaded scan, against its threshold."""
+    start = time.perf_counter()
+    served = _model(request, model)
+    scan = _read_scan(request, files, {"axial": axial, "coronal": coronal, "sagittal": sagittal})
+    found = served.predict(scan)
+    log.info("request %s: predict %s on a %s", request.state.request_id, served.name, scan.kind)
+    return _answer(request, served, scan, found, view, start)
+
+
+def _window(model: Any) -> tuple[float, float]:
+    """The window a person would read this model's CT through: its first, else brain."""
+    pre = getattr(model, "pre", None)
+    windows = (pre.windows or (pre.ct.windows if pre.ct else None)) if pre else None
+    return tuple(windows[0]) if windows else WINDOWS["brain"]
+
+
+def _heatmap_json(scan: Scan, ex: Explanation, view: bool) -> dict[str, Any]:
+    top = max(float(m.max()) for m in ex.maps.values())
+    out: dict[str, Any] = {
+        "finding": ex.finding,
+        "method": ex.method,
+        "layer": ex.layer,
+        "probability": ex.probability,
+        "slices": ex.slices,
+        "peak": ex.peak,
+        "raw_max": top,
+    }
+    if view:
+        views = {}
+        for plane, maps in ex.maps.items():
+            a = scan.planes[plane]
+            depth, channels = (a.shape[1], 1) if a.ndim == 4 else (1, a.shape[0])
+            size = display_side(a.shape[-2], a.shape[-1], depth, channels)
+            views[plane] = heatmap_view(maps, ex.slices[plane], size, top)
+        out["view"] = views
+    return out
+
+
+@api.post("/explain", tags=["explain"])
+def explain(
+    request: Request,
+    model: ModelField = None,
+    files: FilesField = None,
+    axial: PlaneField = None,
+    coronal: PlaneField = None,
+    sagittal: PlaneField = None,
+    finding: Annotated[
+        str | None, Form(description="Finding to explain (default: the most probable)")
+    ] = None,
+    method: Annotated[str, Form(description="gradcam, gradcam++ or occlusion")] = "gradcam",
+    view: ViewField = False,
+    output: Annotated[
+        str,
+        Form(
+            description="'json', or 'dicom': a zip of a Secondary Capture (heatmap) and a "
+            "Structured Report (findings) in the input's study"
+        ),
+    ] = "json",
+) -> Any:
+    """The prediction plus a heatmap of where the model looked for one finding."""
+    start = time.perf_counter()
+    served = _model(request, model)
+    served.check_explain(method)
+    if output not in ("json", "dicom"):
+        raise RequestError(f"output {output!r}: use 'json' or 'dicom'")
+    scan = _read_scan(request, files, {"axial": axial, "coronal": coronal, "sagittal": sagittal})
+    if output == "dicom":
+        from dxkit.serve.dicom_out import check_dicom_output
+
+        check_dicom_output(scan)
+    found = served.predict(scan)
+    ex = served.explain(scan, finding or None, method, found)
+    log.info("request %s: explain %s on a %s", request.state.request_id, served.name, scan.kind)
+    if output == "dicom":
+        from dxkit.serve.dicom_out import results_zip
+
+        data = results_zip(scan, ex, _findings_json(served, found), served.name, _window(served))
+        return Response(
+            data,
+            media_type="application/zip",
+            headers={"content-disposition": 'attachment; filename="dxkit-results.zip"'},
+        )
+    body = _answer(request, served, scan, found, view, start)
+    body["heatmap"] = _heatmap_json(scan, ex, view)
+    body["seconds"] = round(time.perf_counter() - start, 4)
+    return body

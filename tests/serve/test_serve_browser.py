@@ -1,0 +1,109 @@
+"""A real browser (Debian's chromium, driven by Playwright) uses the web page end to end:
+upload a real head-CT DICOM, see the finding's probability and the heatmap, see a plain
+error for a wrong file. Saves a screenshot to ``$DXKIT_SCREENSHOTS`` (if set) and /tmp."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from deploy_fixtures import ct_checkpoint, first_rsna, png_bytes
+
+from dxkit.serve.predictor import Predictor
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not at /usr/bin/chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    import uvicorn
+
+    from dxkit.serve.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(
+        create_app([ct_checkpoint()]), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the dxkit server did not start on loopback")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_upload_dicom_see_findings_and_heatmap(
+    server_url: str, rsna_dir: Path, tmp_path: Path
+) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    dicom = first_rsna(rsna_dir)[0]
+    expected = Predictor.from_checkpoint(ct_checkpoint()).predict_files([dicom])[0]
+    wrong = tmp_path / "photo.png"
+    wrong.write_bytes(png_bytes(np.full((32, 32), 128, np.uint8)))
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page_errors: list[str] = []
+            page.on("pageerror", lambda err: page_errors.append(str(err)))
+            page.goto(server_url + "/")
+            page.wait_for_selector("#model option", state="attached", timeout=15_000)
+            page.set_input_files("#files", str(dicom))
+            page.click("#analyse")
+            row = page.wait_for_selector("#findings tr[data-finding=lesion]", timeout=45_000)
+            canvas = page.wait_for_selector("canvas[data-heatmap=shown]", timeout=45_000)
+            shown = row.inner_text()
+            assert f"{expected.probabilities['lesion']:.3f}" in shown
+            assert "threshold 0.500" in shown
+            assert ("positive" if expected.positive["lesion"] else "negative") in shown
+            assert "gradcam" in page.inner_text("#heatmap-note")
+            box = canvas.bounding_box()
+            assert box is not None and box["width"] > 200
+            shot = Path("/tmp/serve_screenshot.png")
+            page.screenshot(path=str(shot), full_page=True)
+            if os.environ.get("DXKIT_SCREENSHOTS"):
+                folder = Path(os.environ["DXKIT_SCREENSHOTS"])
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copy(shot, folder / "serve_dicom_heatmap.png")
+            assert shot.stat().st_size > 20_000
+            page.uncheck("#heatmap-toggle")
+            assert canvas.get_attribute("data-heatmap") == "hidden"
+            page.select_option("#window", "preset:bone")  # window presets redraw the slice
+            assert canvas.get_attribute("data-heatmap") == "hidden"
+
+            page.set_input_files("#files", str(wrong))
+            page.click("#analyse")
+            error = page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+            assert "Hounsfield" in error.inner_text()
+            assert "Traceback" not in error.inner_text()
+            assert page_errors == []
+        finally:
+            browser.close()
