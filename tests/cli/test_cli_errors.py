@@ -13,7 +13,8 @@ import yaml
 from dxkit.cli import main
 
 COMMANDS = ["train", "evaluate", "predict", "lr-find", "demo", "bench", "bench medmnist",
-            "bench overhead"]  # fmt: skip
+            "bench overhead", "bench dicom", "bench seg", "bench serve", "serve", "export",
+            "explore", "prepare", "prepare dicom", "prepare rsna"]  # fmt: skip
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -85,3 +85,17 @@ def bench_seg(
         results_path=results,
     )
     console.print(Markdown(body))
+
+
+@bench_app.command("serve")
+def bench_serve(
+    requests: Annotated[int, typer.Option(help="Requests per backend.")] = 500,
+    concurrency: Annotated[int, typer.Option(help="Concurrent clients.")] = 8,
+    threads: Annotated[int, typer.Option(help="Inference threads per request.")] = 1,
+    results: Results = DEFAULT_RESULTS,
+) -> None:
+    """Loopback load test of the server: eager PyTorch vs ONNX Runtime, side by side."""
+    from dxkit.bench.serve import run
+
+    body = run(requests=requests, concurrency=concurrency, threads=threads, results=results)
+    console.print(Markdown(body))

@@ -82,7 +82,9 @@ def evaluate_cmd(
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="A .ckpt file or a run folder.")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A .ckpt file, a run folder, an exam bundle or an .onnx file.")
+    ],
     files: Annotated[
         list[Path], typer.Argument(help="Scans (PNG/JPEG/DICOM/npy) or an exam folder.")
     ],
@@ -91,11 +93,17 @@ def predict(
     """Print (or write as CSV) the probability of each finding for each scan."""
     from dxkit.serve.predictor import Predictor
 
-    kind, ckpt = _kind_of(checkpoint)
-    if kind in PREDICTORS:
-        console.print(importlib.import_module(PREDICTORS[kind]).run_predict(ckpt, files, out))
-        return
-    predictor = Predictor.from_checkpoint(ckpt)
+    if checkpoint.suffix.lower() == ".onnx":
+        from dxkit.serve.onnx_predictor import OnnxPredictor
+
+        predictor: Predictor | OnnxPredictor = OnnxPredictor.from_path(checkpoint)
+    else:
+        kind, ckpt = _kind_of(checkpoint)
+        if kind in PREDICTORS:
+            renderable = importlib.import_module(PREDICTORS[kind]).run_predict(ckpt, files, out)
+            console.print(renderable)
+            return
+        predictor = Predictor.from_checkpoint(ckpt)
     predictions = predictor.predict_files(files)
     names = predictor.label_names
     if out is not None:
