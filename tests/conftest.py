@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# OpenMP threads that spin while waiting make every torch op crawl when other processes
+# share the cores (seen: 40x slower steps); passive waiting costs nothing when idle.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from dxkit.models.small import SmallResNet
     [
         (2, 28, {}, 7),  # stem stride 1, stages 1/2/2: 28 -> 28 -> 14 -> 7
         (2, 64, {"stem_stride": 2}, 8),  # 64 -> 32 -> 32 -> 16 -> 8
-        (3, 28, {}, 4),  # 28 -> 14 -> 7 -> 4
-        (3, 64, {"stem_stride": 2}, 4),  # 64 -> 32 -> 16 -> 8 -> 4
+        (3, 28, {}, 4),  # stem stride 2, stages 1/2/2: 28 -> 14 -> 14 -> 7 -> 4
+        (3, 64, {"strides": (2, 2, 2)}, 4),  # 64 -> 32 -> 16 -> 8 -> 4
     ],
 )
 def test_shapes_for_tiny_inputs(dims: int, side: int, kwargs: dict, feature_side: int):
@@ -40,6 +40,9 @@ def test_feature_interface_matches_timm_conventions():
     model.reset_classifier(0)
     assert model(x).shape == (2, 16)
     assert len(model.stages[0]) == 2  # depth 2 -> two residual blocks
+    rebuilt = SmallResNet(1, 3, spatial_dims=2, **model.arch)
+    expected = {"widths": [8, 16], "depths": [2, 1], "strides": [1, 2], "stem_stride": 1}
+    assert rebuilt.arch == model.arch == expected
 
 
 def test_blocks_start_as_identity():

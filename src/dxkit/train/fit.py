@@ -143,10 +143,14 @@ def prepare(cfg: RunConfig) -> Prepared:
         pretrained=cfg.model.pretrained,
         **cfg.model.options,
     )
+    meta = model_meta(cfg, source, pre)
+    # Save the resolved architecture (e.g. SmallResNet's defaults) so a later change of a
+    # default can never load these weights into a different network.
+    meta["model"]["options"].update(getattr(model, "arch", {}) or {})
     weight = None
     if cfg.train.class_weights == "balanced":
         weight = class_weights(source.splits["train"].labels, source.task)
-    module = ClassifierModule(model, source.task, cfg.train, weight, model_meta(cfg, source, pre))
+    module = ClassifierModule(model, source.task, cfg.train, weight, meta)
     d = cfg.data
     gen = torch.Generator().manual_seed(cfg.seed)
     loader_kw: dict[str, Any] = {"num_workers": d.num_workers}
