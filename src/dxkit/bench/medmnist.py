@@ -8,6 +8,7 @@ selection uses the validation split only (best validation AUC checkpoint).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -108,7 +109,8 @@ def run(
             sys.executable, "-m", "dxkit.bench.medmnist",
             str(configs_dir / f"{name}.yaml"), str(data_root), *(extra or []),
         ]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"bench {name} failed:\n{proc.stderr[-3000:]}")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
