@@ -1,0 +1,306 @@
+"""``dxkit explain``: heatmaps of scans (or exams) for a checkpoint, written to a folder.
+
+For every scan: an overlay PNG, the raw map as ``.npy`` (method units, never rescaled) and,
+for volumes and exams, a montage PNG of the slices with the deciding (or peak) slice
+framed; ``explain.json`` sums up scores, layers, deciding slices and — with ``check`` — the
+deletion check. Classifier checkpoints (2-D and 3-D) take scan files; exam bundles take exam
+folders (three ``.npy`` planes or three DICOM series).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dxkit.errors import CheckpointError, DataSourceError
+from dxkit.explain.cam import CamExplainer, Heatmap
+from dxkit.explain.faithfulness import Fill, deletion_check
+from dxkit.explain.geometry import display_image, normalise, prepare_scan
+from dxkit.explain.overlay import save_map, save_montage, save_overlay
+from dxkit.explain.volume import ExamHeatmaps, exam_inputs, explain_exam, peak_slice, plane_network
+
+log = logging.getLogger(__name__)
+SUMMARY = "explain.json"
+
+
+def _tile(depth: int) -> int:
+    return 160 if depth <= 12 else 128 if depth <= 30 else 96
+
+
+class _Names:
+    """Output file stems from scan names, unique within one run."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, path: Path) -> str:
+        stem = path.name
+        for suffix in (".gz", ".npy", ".npz", ".dcm", ".dicom", ".png", ".jpg", ".jpeg"):
+            stem = stem.removesuffix(suffix)
+        stem = stem or "scan"
+        self.seen[stem] = self.seen.get(stem, 0) + 1
+        return stem if self.seen[stem] == 1 else f"{stem}-{self.seen[stem]}"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "finding"
+
+
+def explain_scans(
+    checkpoint: str | Path,
+    scans: Sequence[str | Path],
+    out: str | Path,
+    *,
+    method: str = "gradcam",
+    finding: str | None = None,
+    layer: str | None = None,
+    check: bool = False,
+    fill: Fill = "mean",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write heatmaps of ``scans`` under ``out`` and return the ``explain.json`` content."""
+    from dxkit.evaluate.run import resolve_checkpoint
+    from dxkit.train.checkpoint import checkpoint_kind
+
+    path = resolve_checkpoint(checkpoint)
+    kind = checkpoint_kind(path)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any]
+    if kind in ("exam", "classify"):
+        explain_kind = _explain_exams if kind == "exam" else _explain_classifier
+        summary = explain_kind(
+            path, scans, out, method=method, finding=finding, layer=layer, check=check,
+            fill=fill, seed=seed,
+        )  # fmt: skip
+    else:
+        raise CheckpointError(
+            f"{path}: heatmaps of {kind!r} checkpoints are not available from the command line "
+            "yet; explain classifiers (.ckpt) and exam bundles (bundle.ckpt)"
+        )
+    summary = {"checkpoint": str(path), "kind": kind, **summary}
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _explain_classifier(
+    path: Path,
+    scans: Sequence[str | Path],
+    out: Path,
+    *,
+    method: str,
+    finding: str | None,
+    layer: str | None,
+    check: bool,
+    fill: Fill,
+    seed: int,
+) -> dict[str, Any]:
+    from dxkit.io import read_scan
+    from dxkit.serve.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(path)
+    explainer = CamExplainer.from_predictor(predictor, method, layer)
+    pre = explainer.preprocessing
+    names = _Names()
+    rows = []
+    for scan in map(Path, scans):
+        array = read_scan(scan)
+        heat = explainer.explain(array, finding, source=str(scan))
+        stem = f"{names(scan)}.{_slug(heat.finding)}.{method}"
+        row: dict[str, Any] = {
+            "source": str(scan),
+            "finding": heat.finding,
+            "probability": heat.probability,
+            "logit": heat.logit,
+            "map_max": float(heat.raw.max()),
+            "files": {"map": save_map(out / f"{stem}.npy", heat.raw).name},
+        }
+        grey = display_image(pre, array)
+        caption = f"{heat.finding}  p={heat.probability:.3f}  {method} @ {heat.layer}"
+        if pre.spatial_dims == 2:
+            row["peak"] = dict(zip(("row", "column"), heat.peak, strict=True))
+            row["files"]["overlay"] = save_overlay(
+                out / f"{stem}.png", grey, heat.normalised, title=caption, marker=heat.peak
+            ).name
+        else:
+            row |= _volume_outputs(out, stem, grey, heat, caption)
+        if check:
+            x = prepare_scan(pre, array, str(scan))
+            result = deletion_check(
+                _image_score(explainer, heat.finding_index), x, heat.model_map,
+                fill=fill, seed=seed,
+            )  # fmt: skip
+            row["faithfulness"] = result.as_dict()
+        rows.append(row)
+        log.info("%s: %s p=%.3f", scan, heat.finding, heat.probability)
+    meta = predictor.loaded.meta
+    return {
+        "model": meta["model"]["name"],
+        "task": predictor.loaded.task,
+        "findings": predictor.label_names,
+        "method": method,
+        "layer": explainer.layer,
+        "scale": "maps (.npy) in the method's raw units; each overlay is scaled to its own "
+        "scan's maximum, the slices of one volume share that volume's scale",
+        "scans": rows,
+    }
+
+
+def _image_score(explainer: CamExplainer, index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def score(batch: torch.Tensor) -> torch.Tensor:
+        return explainer.score(batch, index)
+
+    return score
+
+
+def _volume_outputs(
+    out: Path, stem: str, grey: np.ndarray, heat: Heatmap, caption: str
+) -> dict[str, Any]:
+    """Montage of all slices on the volume's one scale, peak slice framed; its overlay."""
+    display = heat.normalised
+    peak = peak_slice(heat.raw)
+    montage = save_montage(
+        out / f"{stem}.montage.png",
+        grey,
+        display,
+        deciding=peak,
+        deciding_label="peak",
+        title=f"{caption}  (one scale for all slices)",
+        tile=_tile(len(grey)),
+    )
+    overlay = save_overlay(
+        out / f"{stem}.png",
+        grey[peak],
+        display[peak],
+        title=f"{caption}  slice {peak}",
+        marker=heat.peak[1:],
+    )
+    return {
+        "peak": dict(zip(("slice", "row", "column"), heat.peak, strict=True)),
+        "files": {"map": f"{stem}.npy", "montage": montage.name, "overlay": overlay.name},
+    }
+
+
+def _exam_folder(scan: Path) -> Any:
+    from dxkit.data.sources.mrnet import load_exam_folder
+
+    if scan.is_file():
+        raise DataSourceError(
+            f"{scan} is a file; an exam model takes exam folders holding axial.npy, "
+            "coronal.npy and sagittal.npy (or three DICOM series)"
+        )
+    return load_exam_folder(scan)
+
+
+def _explain_exams(
+    path: Path,
+    scans: Sequence[str | Path],
+    out: Path,
+    *,
+    method: str,
+    finding: str | None,
+    layer: str | None,
+    check: bool,
+    fill: Fill,
+    seed: int,
+) -> dict[str, Any]:
+    from dxkit.train.exam_module import load_exam_bundle
+
+    model = load_exam_bundle(path)
+    names = _Names()
+    rows = []
+    layer_used = layer
+    for scan in map(Path, scans):
+        exam = _exam_folder(scan)
+        maps = explain_exam(model, exam, finding, method, layer)
+        layer_used = maps.layer
+        stem = f"{names(scan)}.{_slug(maps.finding)}.{method}"
+        row = _exam_outputs(out, stem, exam, maps, model.normalization.scale)
+        row["source"] = str(scan)
+        if check:
+            inputs = exam_inputs(model, exam)
+            for plane, series in maps.series.items():
+                net, index = plane_network(model.networks, plane, maps.finding_index)
+                result = deletion_check(
+                    _series_score(net, index), inputs[plane], series.model_map,
+                    fill=fill, seed=seed,
+                )  # fmt: skip
+                row["planes"][plane]["faithfulness"] = result.as_dict()
+        rows.append(row)
+    return {
+        "model": model.meta.get("model", {}).get("backbone"),
+        "task": "exam",
+        "findings": model.findings,
+        "planes": model.planes,
+        "method": method,
+        "layer": layer_used,
+        "scale": "every slice of every plane of one exam shares one scale (vmax, raw units)",
+        "scans": rows,
+    }
+
+
+def _series_score(net: torch.nn.Module, index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def score(batch: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.sigmoid(net(list(batch))[:, index].float())
+
+    return score
+
+
+def _exam_outputs(
+    out: Path, stem: str, exam: Any, maps: ExamHeatmaps, scale: float
+) -> dict[str, Any]:
+    """Per plane: montage on the exam's common scale (deciding slice framed), the deciding
+    slice's overlay and the raw maps."""
+    vmax = maps.vmax
+    planes: dict[str, Any] = {}
+    for plane, series in maps.series.items():
+        volume = np.asarray(exam.volume(plane), dtype=np.float32)
+        grey = np.clip((volume[0] if volume.ndim == 4 else volume) / scale, 0.0, 1.0)
+        display = normalise(series.raw, vmax)
+        s = series.deciding_slice
+        notes = [f"{c:+.2f}" for c in series.contributions]
+        caption = f"{maps.finding} · {plane}  p={series.probability:.3f}  {maps.method}"
+        montage = save_montage(
+            out / f"{stem}.{plane}.montage.png",
+            grey,
+            display,
+            deciding=s,
+            deciding_label=f"decides {maps.finding}",
+            title=f"{caption}  (slice: share of logit; one scale for all planes)",
+            slice_notes=notes,
+            tile=_tile(len(grey)),
+        )
+        overlay = save_overlay(
+            out / f"{stem}.{plane}.png",
+            grey[s],
+            display[s],
+            title=f"{caption}  deciding slice {s}",
+        )
+        planes[plane] = {
+            "probability": series.probability,
+            "logit": series.logit,
+            "deciding_slice": s,
+            "slice_contributions": [float(c) for c in series.contributions],
+            "slice_logits": [float(v) for v in series.slice_logits],
+            "map_max": float(series.raw.max()),
+            "files": {
+                "map": save_map(out / f"{stem}.{plane}.npy", series.raw).name,
+                "montage": montage.name,
+                "overlay": overlay.name,
+            },
+        }
+    return {
+        "finding": maps.finding,
+        "probability": maps.probability,
+        "vmax": vmax,
+        "deciding_plane": maps.deciding_plane,
+        "fusion_terms": maps.fusion_terms,
+        "planes": planes,
+    }
