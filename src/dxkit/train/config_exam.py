@@ -25,6 +25,12 @@ class ExamConfig(BaseModel):
     )
     pooling: Literal["max", "mean", "attention"] = "max"
     fusion_folds: int = Field(5, ge=2, description="k-fold for out-of-fold fusion inputs")
+    fusion_inputs: Literal["standardized_logit", "probability"] = Field(
+        "standardized_logit",
+        description="what the fusion regression sees: each network's log-odds standardised on "
+        "exams it never trained on (robust to per-network offsets), or the raw plane "
+        "probabilities as in the paper",
+    )
     fusion_c: float = Field(1.0, gt=0, description="inverse L2 strength of the fusion regression")
     holdout_fraction: float = Field(
         0.15,
