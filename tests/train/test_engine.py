@@ -88,7 +88,7 @@ def test_same_seed_same_metrics(tmp_path: Path) -> None:
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
-    raw = toy_config(tmp_path, epochs=2)
+    raw = toy_config(tmp_path, epochs=2, schedule="cosine")
     first = fit(config_from_dict(raw), progress=False)
     assert torch.load(first.last_checkpoint, weights_only=True)["epoch"] == 1
     raw["train"]["epochs"] = 3
@@ -146,3 +146,13 @@ def test_predictor_matches_checkpoint_task(tmp_path: Path) -> None:
 def test_mixed_precision_on_cpu_runs(tmp_path: Path, precision: str) -> None:
     cfg = config_from_dict(toy_config(tmp_path, epochs=1, precision=precision))
     assert fit(cfg, progress=False).last_checkpoint.is_file()
+
+
+def test_resume_refuses_to_stretch_a_one_cycle_schedule(tmp_path: Path) -> None:
+    from dxkit.errors import ConfigError
+
+    raw = toy_config(tmp_path, epochs=1)
+    fit(config_from_dict(raw), progress=False)
+    raw["train"]["epochs"] = 2
+    with pytest.raises(ConfigError, match="planned for 1 epochs"):
+        fit(config_from_dict(raw), resume=True, progress=False)

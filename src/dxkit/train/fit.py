@@ -237,6 +237,19 @@ def make_trainer(
     return L.Trainer(**kwargs)
 
 
+def _check_resumable(cfg: RunConfig, last: Path) -> None:
+    """A one-cycle schedule is planned for a fixed number of steps: refuse to stretch it."""
+    from dxkit.train.checkpoint import read_checkpoint
+
+    saved = read_checkpoint(last)["dxkit"].get("config", {}).get("train", {})
+    if cfg.train.schedule == "onecycle" and saved.get("epochs") not in (None, cfg.train.epochs):
+        raise ConfigError(
+            f"{last}: its one-cycle schedule was planned for {saved['epochs']} epochs, not "
+            f"{cfg.train.epochs}; resume with --set train.epochs={saved['epochs']}, or train "
+            "with schedule: cosine to extend runs"
+        )
+
+
 def _peak_rss_mb() -> float:
     import resource
 
@@ -260,6 +273,8 @@ def fit(cfg: RunConfig, resume: bool = False, progress: bool = True) -> FitResul
         trainer = make_trainer(cfg, run_dir, progress=progress)
         last = run_dir / "checkpoints" / "last.ckpt"
         ckpt_path = str(last) if resume and last.exists() else None
+        if ckpt_path:
+            _check_resumable(cfg, last)
         trainer.fit(
             prepared.module, prepared.train_loader, prepared.val_loader, ckpt_path=ckpt_path
         )
