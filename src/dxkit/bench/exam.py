@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -300,9 +301,10 @@ class ExamForward(nn.Module):
         rows = []
         nets: Any = self.nets
         for keys, x in zip(self.keys, (axial, coronal, sagittal), strict=True):
-            logits = [
-                nets[k].head(_features(nets[k], x).mean(dim=(2, 3)).amax(0, True)) for k in keys
-            ]  # (1, F) each: quantised Linear layers take 2-D input
+            logits = []
+            for k in keys:  # pooling and Linear in the forms quantised kernels accept
+                pooled = F.adaptive_avg_pool2d(_features(nets[k], x), 1).flatten(1)
+                logits.append(nets[k].head(pooled.amax(0, True)))  # (1, F)
             rows.append(torch.cat(logits, dim=1)[0])
         return torch.stack(rows)
 

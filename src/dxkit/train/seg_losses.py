@@ -1,9 +1,9 @@
 """Segmentation loss: weighted BCE + soft Dice (+ optional focal), on logits.
 
 BCE gives every pixel a gradient; soft Dice counters the tiny foreground (a pneumothorax
-covers 0.2–3 % of the image in the SIIM sample); focal down-weights the many easy background pixels. The pieces
-come from the libraries — ``F.binary_cross_entropy_with_logits``, MONAI's ``DiceLoss``,
-torchvision's ``sigmoid_focal_loss`` — only their weighted sum is ours.
+covers 0.2–3 % of the image in the SIIM sample); focal down-weights the many easy background
+pixels. The pieces come from the libraries — ``F.binary_cross_entropy_with_logits``, MONAI's
+``DiceLoss``, torchvision's ``sigmoid_focal_loss`` — only their weighted sum is ours.
 
 Dice is pooled over the batch by default (``dice_batch=True``): one soft Dice of all the
 batch's pixels, so empty images only add their false-positive mass to the denominator. The
