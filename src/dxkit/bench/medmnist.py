@@ -55,6 +55,8 @@ def run_one(config: Path, data_root: Path, extra: list[str]) -> dict:
         "set": cfg.data.name,
         "model": cfg.model.name,
         "epochs": cfg.train.epochs,
+        "epochs_run": result.epochs_run,
+        "max_minutes": cfg.train.max_minutes,
         "auc": ev.scores["auc"],
         "acc": ev.scores["acc"],
         "val_auc": result.best_score,
@@ -70,6 +72,16 @@ def _row(name: str, auc: float, acc: float, ours: dict | None = None) -> str:
     return (
         f"| **dxkit {ours['model']}** | **{ours['auc']:.3f}** | **{ours['acc']:.3f}** "
         f"| {ours['train_seconds'] / 60:.1f} min | {ours['peak_mb']:.0f} MB |"
+    )
+
+
+def _epochs_note(r: dict) -> str:
+    run, planned = r.get("epochs_run"), r["epochs"]
+    if run is None or run >= planned:
+        return f"{planned} epochs."
+    return (
+        f"{run} of {planned} planned epochs: stopped by the {r.get('max_minutes')}-minute "
+        "training cap or early stopping."
     )
 
 
@@ -89,7 +101,7 @@ def table(results: list[dict]) -> str:
             "",
             f"Beats on both AUC and ACC: {', '.join(beats) if beats else 'none'}; "
             f"falls short of: {', '.join(n for n in pub if n not in beats) or 'none'}. "
-            f"{r['epochs']} epochs.",
+            + _epochs_note(r),
             "",
         ]
     return "\n".join(lines)
@@ -114,7 +126,11 @@ def run(
         if proc.returncode != 0:
             raise RuntimeError(f"bench {name} failed:\n{proc.stderr[-3000:]}")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    body = table(results)
+    load = os.getloadavg()[0]
+    body = (
+        f"Machine load average (1 min) when the last set finished: {load:.1f} on "
+        f"{os.cpu_count()} cores.\n\n" + table(results)
+    )
     command = "dxkit bench medmnist --data-root " + str(data_root)
     write_section("medmnist", "MedMNIST from scratch on CPU", command, body, results_path)
     return body, results

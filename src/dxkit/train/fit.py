@@ -70,6 +70,7 @@ class FitResult:
     seconds: float
     peak_rss_mb: float
     is_main_process: bool = True
+    epochs_run: int | None = None  # fewer than planned when early stopping or the time cap hit
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
@@ -184,7 +185,7 @@ def make_trainer(
 ) -> L.Trainer:
     """A Lightning Trainer with dxkit's callbacks, atomic checkpoints and CSV metrics."""
     t = cfg.train
-    mode = "max" if t.monitor == "val_auc" else "min"
+    mode = "min" if t.monitor == "val_loss" else "max"
     callbacks: list[Any] = []
     if checkpointing:
         # Two callbacks: Lightning's ``save_last`` only refreshes last.ckpt when a top-k
@@ -291,4 +292,5 @@ def fit(cfg: RunConfig, resume: bool = False, progress: bool = True) -> FitResul
         seconds=time.perf_counter() - start,
         peak_rss_mb=_peak_rss_mb(),
         is_main_process=trainer.is_global_zero,
+        epochs_run=trainer.current_epoch,
     )
