@@ -23,9 +23,9 @@ from torchmetrics.functional.classification import (
 )
 
 from dxkit.errors import ConfigError, DataSourceError
+from dxkit.evaluate.auc_intervals import _weighted_aucs
 from dxkit.evaluate.calibration import expected_calibration_error, reliability_curve
 from dxkit.evaluate.metrics import (
-    _weighted_aucs,
     auc_with_ci,
     binary_table,
     bootstrap_weights,

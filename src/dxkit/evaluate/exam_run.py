@@ -20,7 +20,7 @@ from dxkit.data.exam import Exam
 from dxkit.errors import ConfigError
 from dxkit.evaluate.metrics import auc_with_ci, evaluate_predictions
 from dxkit.evaluate.report import write_report
-from dxkit.evaluate.run import resolve_checkpoint
+from dxkit.evaluate.run import Evaluation, resolve_checkpoint
 from dxkit.train.config import config_from_dict
 from dxkit.train.exam_fit import label_matrix, load_exam_split
 from dxkit.train.exam_module import ExamModel, load_exam_bundle
@@ -33,15 +33,9 @@ SPLITS = {"valid": "valid", "test": "valid", "tune": "tune", "val": "tune", "tra
 
 
 @dataclass
-class ExamEvaluation:
-    """What ``dxkit evaluate`` prints and where the report went."""
+class ExamEvaluation(Evaluation):
+    """What ``dxkit evaluate`` prints and where the report went, plus per-plane AUCs."""
 
-    split: str
-    scores: dict[str, float]
-    thresholds: list[float]
-    report_json: Path
-    report_html: Path
-    payload: dict[str, Any]
     plane_aucs: dict[str, dict[str, float | None]]
 
 

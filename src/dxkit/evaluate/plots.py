@@ -41,6 +41,20 @@ def _undefined(ax: Axes, title: str, why: str) -> None:
     ax.set_yticks([])
 
 
+def _rates_axes(ax: Axes, xlabel: str, ylabel: str, title: str, legend_at: str) -> None:
+    """Axes of two rates in [0, 1] (a little headroom above 1) with a small legend."""
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(loc=legend_at, fontsize=8)
+
+
+def _count_grid(ax: Axes, counts: np.ndarray, **text: Any) -> None:
+    """A confusion matrix as a blue grid with each cell's count written on it."""
+    ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(1, int(counts.max())))
+    for (i, j), v in np.ndenumerate(counts):
+        dark = v > counts.max() / 2
+        ax.text(j, i, f"{v}", ha="center", va="center", color="white" if dark else "black", **text)
+
+
 def _operating_points(ax: Axes, tables: Mapping[str, Any], x_key: str, y_key: str) -> None:
     """Mark the tables' operating points (validation threshold, 0.5) on a curve."""
     for key, name, colour, marker in _OPERATING_POINTS:
@@ -69,8 +83,7 @@ def _roc(ax: Axes, entry: Mapping[str, Any]) -> None:
     ax.plot(roc["fpr"], roc["tpr"], color="C0", lw=2, label=label)
     ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1)
     _operating_points(ax, entry["tables"], "specificity", "sensitivity")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 − specificity", ylabel="sensitivity", title="ROC")
-    ax.legend(loc="lower right", fontsize=8)
+    _rates_axes(ax, "1 − specificity", "sensitivity", "ROC", "lower right")
 
 
 def _pr(ax: Axes, entry: Mapping[str, Any]) -> None:
@@ -90,14 +103,7 @@ def _pr(ax: Axes, entry: Mapping[str, Any]) -> None:
             label=f"prevalence {entry['prevalence']:.3f}",
         )
     _operating_points(ax, entry["tables"], "sensitivity", "ppv")
-    ax.set(
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        xlabel="recall (sensitivity)",
-        ylabel="precision (PPV)",
-        title="Precision–recall",
-    )
-    ax.legend(loc="lower left", fontsize=8)
+    _rates_axes(ax, "recall (sensitivity)", "precision (PPV)", "Precision–recall", "lower left")
 
 
 def _reliability(ax: Axes, entry: Mapping[str, Any]) -> None:
@@ -116,14 +122,8 @@ def _reliability(ax: Axes, entry: Mapping[str, Any]) -> None:
             label="bins (area ∝ cases)",
         )
     ece = "n/a" if cal["ece"] is None else f"{cal['ece']:.3f}"
-    ax.set(
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        xlabel="mean predicted probability",
-        ylabel="fraction positive",
-        title=f"Reliability (ECE {ece})",
-    )
-    ax.legend(loc="upper left", fontsize=8)
+    title = f"Reliability (ECE {ece})"
+    _rates_axes(ax, "mean predicted probability", "fraction positive", title, "upper left")
 
 
 def _confusion(ax: Axes, entry: Mapping[str, Any]) -> None:
@@ -131,12 +131,7 @@ def _confusion(ax: Axes, entry: Mapping[str, Any]) -> None:
     key = "validation" if tables.get("validation") else "0.5"
     t = tables[key]
     counts = np.array([[t["tn"], t["fp"]], [t["fn"], t["tp"]]])
-    ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(1, int(counts.max())))
-    for (i, j), v in np.ndenumerate(counts):
-        dark = v > counts.max() / 2
-        ax.text(
-            j, i, f"{v}", ha="center", va="center", fontsize=14, color="white" if dark else "black"
-        )
+    _count_grid(ax, counts, fontsize=14)
     ax.set_xticks([0, 1], ["called negative", "called positive"])
     ax.set_yticks([0, 1], ["negative", "positive"])
     ax.set_ylabel("truth")
@@ -169,14 +164,7 @@ def roc_overview(labels: Sequence[Mapping[str, Any]]) -> bytes:
                 label=f"{entry['name']} ({entry['auc']:.3f})",
             )
     ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1)
-    ax.set(
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        xlabel="1 − specificity",
-        ylabel="sensitivity",
-        title="ROC per label (AUC)",
-    )
-    ax.legend(loc="lower right", fontsize=8)
+    _rates_axes(ax, "1 − specificity", "sensitivity", "ROC per label (AUC)", "lower right")
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.93)
     return figure_png(fig)
 
@@ -187,16 +175,7 @@ def class_confusion(matrix: Sequence[Sequence[int]], names: Sequence[str]) -> by
     k = counts.shape[0]
     fig = Figure(figsize=(1.2 + 0.7 * k, 1.0 + 0.6 * k))
     ax = fig.subplots()
-    ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(1, int(counts.max())))
-    for (i, j), v in np.ndenumerate(counts):
-        ax.text(
-            j,
-            i,
-            f"{v}",
-            ha="center",
-            va="center",
-            color="white" if v > counts.max() / 2 else "black",
-        )
+    _count_grid(ax, counts)
     ax.set_xticks(range(k), names, rotation=45, ha="right")
     ax.set_yticks(range(k), names)
     ax.set(xlabel="predicted (argmax)", ylabel="true", title="Confusion matrix")

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Evaluation:
+    """What ``dxkit evaluate`` prints and where the report went."""
+
     split: str
     scores: dict[str, float]
     thresholds: list[float]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,18 @@ class _Names:
         return stem if self.seen[stem] == 1 else f"{stem}-{self.seen[stem]}"
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What to explain and how: the options both the classifier and the exam path take."""
+
+    method: str
+    finding: str | None
+    layer: str | None
+    check: bool
+    fill: Fill
+    seed: int
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "finding"
 
@@ -75,10 +88,8 @@ def explain_scans(
     summary: dict[str, Any]
     if kind in ("exam", "classify"):
         explain_kind = _explain_exams if kind == "exam" else _explain_classifier
-        summary = explain_kind(
-            path, scans, out, method=method, finding=finding, layer=layer, check=check,
-            fill=fill, seed=seed,
-        )  # fmt: skip
+        ask = _Request(method, finding, layer, check, fill, seed)
+        summary = explain_kind(path, scans, out, ask)
     else:
         raise CheckpointError(
             f"{path}: heatmaps of {kind!r} checkpoints are not available from the command line "
@@ -90,29 +101,20 @@ def explain_scans(
 
 
 def _explain_classifier(
-    path: Path,
-    scans: Sequence[str | Path],
-    out: Path,
-    *,
-    method: str,
-    finding: str | None,
-    layer: str | None,
-    check: bool,
-    fill: Fill,
-    seed: int,
+    path: Path, scans: Sequence[str | Path], out: Path, ask: _Request
 ) -> dict[str, Any]:
     from dxkit.io import read_scan
     from dxkit.serve.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(path)
-    explainer = CamExplainer.from_predictor(predictor, method, layer)
+    explainer = CamExplainer.from_predictor(predictor, ask.method, ask.layer)
     pre = explainer.preprocessing
     names = _Names()
     rows = []
     for scan in map(Path, scans):
         array = read_scan(scan)
-        heat = explainer.explain(array, finding, source=str(scan))
-        stem = f"{names(scan)}.{_slug(heat.finding)}.{method}"
+        heat = explainer.explain(array, ask.finding, source=str(scan))
+        stem = f"{names(scan)}.{_slug(heat.finding)}.{ask.method}"
         row: dict[str, Any] = {
             "source": str(scan),
             "finding": heat.finding,
@@ -122,7 +124,7 @@ def _explain_classifier(
             "files": {"map": save_map(out / f"{stem}.npy", heat.raw).name},
         }
         grey = display_image(pre, array)
-        caption = f"{heat.finding}  p={heat.probability:.3f}  {method} @ {heat.layer}"
+        caption = f"{heat.finding}  p={heat.probability:.3f}  {ask.method} @ {heat.layer}"
         if pre.spatial_dims == 2:
             row["peak"] = dict(zip(("row", "column"), heat.peak, strict=True))
             row["files"]["overlay"] = save_overlay(
@@ -130,11 +132,11 @@ def _explain_classifier(
             ).name
         else:
             row |= _volume_outputs(out, stem, grey, heat, caption)
-        if check:
+        if ask.check:
             x = prepare_scan(pre, array, str(scan))
             result = deletion_check(
                 _image_score(explainer, heat.finding_index), x, heat.model_map,
-                fill=fill, seed=seed,
+                fill=ask.fill, seed=ask.seed,
             )  # fmt: skip
             row["faithfulness"] = result.as_dict()
         rows.append(row)
@@ -144,7 +146,7 @@ def _explain_classifier(
         "model": meta["model"]["name"],
         "task": predictor.loaded.task,
         "findings": predictor.label_names,
-        "method": method,
+        "method": ask.method,
         "layer": explainer.layer,
         "scale": "maps (.npy) in the method's raw units; each overlay is scaled to its own "
         "scan's maximum, the slices of one volume share that volume's scale",
@@ -199,37 +201,28 @@ def _exam_folder(scan: Path) -> Any:
 
 
 def _explain_exams(
-    path: Path,
-    scans: Sequence[str | Path],
-    out: Path,
-    *,
-    method: str,
-    finding: str | None,
-    layer: str | None,
-    check: bool,
-    fill: Fill,
-    seed: int,
+    path: Path, scans: Sequence[str | Path], out: Path, ask: _Request
 ) -> dict[str, Any]:
     from dxkit.train.exam_module import load_exam_bundle
 
     model = load_exam_bundle(path)
     names = _Names()
     rows = []
-    layer_used = layer
+    layer_used = ask.layer
     for scan in map(Path, scans):
         exam = _exam_folder(scan)
-        maps = explain_exam(model, exam, finding, method, layer)
+        maps = explain_exam(model, exam, ask.finding, ask.method, ask.layer)
         layer_used = maps.layer
-        stem = f"{names(scan)}.{_slug(maps.finding)}.{method}"
+        stem = f"{names(scan)}.{_slug(maps.finding)}.{ask.method}"
         row = _exam_outputs(out, stem, exam, maps, model.normalization.scale)
         row["source"] = str(scan)
-        if check:
+        if ask.check:
             inputs = exam_inputs(model, exam)
             for plane, series in maps.series.items():
                 net, index = plane_network(model.networks, plane, maps.finding_index)
                 result = deletion_check(
                     _series_score(net, index), inputs[plane], series.model_map,
-                    fill=fill, seed=seed,
+                    fill=ask.fill, seed=ask.seed,
                 )  # fmt: skip
                 row["planes"][plane]["faithfulness"] = result.as_dict()
         rows.append(row)
@@ -238,7 +231,7 @@ def _explain_exams(
         "task": "exam",
         "findings": model.findings,
         "planes": model.planes,
-        "method": method,
+        "method": ask.method,
         "layer": layer_used,
         "scale": "every slice of every plane of one exam shares one scale (vmax, raw units)",
         "scans": rows,

@@ -102,11 +102,15 @@ def _linkable(headers: Sequence[Any]) -> list[Any]:
     return out
 
 
+def _require_dicom_upload(scan: Scan) -> None:
+    if not scan.dicom_headers or scan.kind not in ("dicom", "series"):
+        raise RequestError("DICOM output needs a DICOM upload (one file or a series)", 422)
+
+
 def check_dicom_output(scan: Scan) -> None:
     """Refuse DICOM output before any inference when the upload cannot be linked to."""
     _highdicom()
-    if not scan.dicom_headers or scan.kind not in ("dicom", "series"):
-        raise RequestError("DICOM output needs a DICOM upload (one file or a series)", 422)
+    _require_dicom_upload(scan)
     with lenient_values():
         _linkable(scan.dicom_headers)
 
@@ -120,26 +124,23 @@ def results_zip(
 ) -> bytes:
     """A zip with ``heatmap_sc.dcm`` and ``findings_sr.dcm`` for a DICOM upload."""
     hd = _highdicom()
-    from pydicom.sr.codedict import codes
-    from pydicom.uid import generate_uid
-
-    if not scan.dicom_headers or scan.kind not in ("dicom", "series"):
-        raise RequestError("DICOM output needs a DICOM upload (one file or a series)", 422)
+    _require_dicom_upload(scan)
     # pydicom warns *and logs* invalid values it meets; the log must not carry header values.
     with lenient_values():
-        return _build(hd, codes, generate_uid, scan, ex, findings, model_name, window)
+        return _build(hd, scan, ex, findings, model_name, window)
 
 
 def _build(
     hd: Any,
-    codes: Any,
-    generate_uid: Any,
     scan: Scan,
     ex: Explanation,
     findings: list[dict[str, Any]],
     model_name: str,
     window: tuple[float, float] | None,
 ) -> bytes:
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
     plane = scan.planes["scan"]
     index = ex.peak["slice"] if plane.ndim == 4 else 0
     column = ex.slices["scan"].index(index)

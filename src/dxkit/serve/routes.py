@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -63,17 +64,34 @@ def _model(request: Request, name: str | None) -> ServedModel:
     return models[name]
 
 
-def _read_scan(
-    request: Request,
-    files: list[UploadFile] | None,
-    planes: dict[str, UploadFile | None],
-) -> Scan:
+@dataclass
+class _Uploads:
+    """The scan parts of a request, not yet read: files, or an exam's three planes."""
+
+    files: list[UploadFile] | None
+    planes: dict[str, UploadFile | None]
+
+
+def _uploads(
+    files: FilesField = None,
+    axial: PlaneField = None,
+    coronal: PlaneField = None,
+    sagittal: PlaneField = None,
+) -> _Uploads:
+    """The upload fields predict and explain share (a FastAPI dependency)."""
+    return _Uploads(files, {"axial": axial, "coronal": coronal, "sagittal": sagittal})
+
+
+UploadsField = Annotated[_Uploads, Depends(_uploads)]
+
+
+def _read_scan(request: Request, uploads: _Uploads) -> Scan:
     limits: Limits = request.app.state.limits
     workdir = Path(tempfile.mkdtemp(prefix="dxkit-upload-"))  # mode 0700, ours alone
     try:
         return read_upload(
-            [(f.filename or "", f.file) for f in files or []],
-            {p: (f.filename or p, f.file) for p, f in planes.items() if f is not None},
+            [(f.filename or "", f.file) for f in uploads.files or []],
+            {p: (f.filename or p, f.file) for p, f in uploads.planes.items() if f is not None},
             limits,
             workdir,
         )
@@ -127,17 +145,14 @@ def _answer(
 @api.post("/predict", tags=["predict"])
 def predict(
     request: Request,
+    uploads: UploadsField,
     model: ModelField = None,
-    files: FilesField = None,
-    axial: PlaneField = None,
-    coronal: PlaneField = None,
-    sagittal: PlaneField = None,
     view: ViewField = False,
 ) -> dict[str, Any]:
     """Probability of each finding for one uploaded scan, against its threshold."""
     start = time.perf_counter()
     served = _model(request, model)
-    scan = _read_scan(request, files, {"axial": axial, "coronal": coronal, "sagittal": sagittal})
+    scan = _read_scan(request, uploads)
     found = served.predict(scan)
     log.info("request %s: predict %s on a %s", request.state.request_id, served.name, scan.kind)
     return _answer(request, served, scan, found, view, start)
@@ -175,11 +190,8 @@ def _heatmap_json(scan: Scan, ex: Explanation, view: bool) -> dict[str, Any]:
 @api.post("/explain", tags=["explain"])
 def explain(
     request: Request,
+    uploads: UploadsField,
     model: ModelField = None,
-    files: FilesField = None,
-    axial: PlaneField = None,
-    coronal: PlaneField = None,
-    sagittal: PlaneField = None,
     finding: Annotated[
         str | None, Form(description="Finding to explain (default: the most probable)")
     ] = None,
@@ -199,7 +211,7 @@ def explain(
     served.check_explain(method)
     if output not in ("json", "dicom"):
         raise RequestError(f"output {output!r}: use 'json' or 'dicom'")
-    scan = _read_scan(request, files, {"axial": axial, "coronal": coronal, "sagittal": sagittal})
+    scan = _read_scan(request, uploads)
     if output == "dicom":
         from dxkit.serve.dicom_out import check_dicom_output
 

@@ -88,6 +88,14 @@ def check_npy_volume(path: Path, exam_id: str) -> tuple[int, ...]:
     return tuple(vol.shape)
 
 
+def _npy_series(plane: str, path: Path, exam_id: str) -> Series:
+    """One plane of an exam from a checked ``.npy`` volume (uint8 values, shape known)."""
+    shape = check_npy_volume(path, exam_id)
+    return Series(
+        plane, path=path, value_range=UINT8_RANGE, exam_id=exam_id, validated=True, shape=shape
+    )
+
+
 def _plane_files(split_dir: Path) -> tuple[dict[str, dict[str, Path]], list[SkippedExam]]:
     files: dict[str, dict[str, Path]] = {}
     stray: list[SkippedExam] = []
@@ -182,15 +190,7 @@ def load_mrnet(
         try:
             series = {}
             for plane, path in planes.items():
-                shape = check_npy_volume(path, exam_id)
-                series[plane] = Series(
-                    plane,
-                    path=path,
-                    value_range=UINT8_RANGE,
-                    exam_id=exam_id,
-                    validated=True,
-                    shape=shape,
-                )
+                series[plane] = _npy_series(plane, path, exam_id)
         except InvalidScanError as exc:
             problem(exc, exam_id, path)
             continue
@@ -283,15 +283,7 @@ def load_exam_folder(
             )
         series = {}
         for plane, path in npy.items():
-            shape = check_npy_volume(path, exam_id)
-            series[plane] = Series(
-                plane,
-                path=path,
-                value_range=UINT8_RANGE,
-                exam_id=exam_id,
-                validated=True,
-                shape=shape,
-            )
+            series[plane] = _npy_series(plane, path, exam_id)
     else:
         series = _dicom_series(folder, exam_id, intensity)
     return Exam(exam_id, series, dict(labels or {}), meta={"folder": str(folder)})
