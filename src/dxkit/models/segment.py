@@ -60,11 +60,14 @@ def create_segmenter(
     in_chans: int = 1,
     num_classes: int = 1,
     pretrained: bool | str | Path = False,
+    classifier: bool = False,
 ) -> nn.Module:
     """A segmenter returning logits ``(N, num_classes, H, W)``; H and W must be multiples of 32.
 
     ``pretrained``: ``False`` (random init, the default), ``True`` / a weights name (download
-    through smp), or a local weights file for the encoder.
+    through smp), or a local weights file for the encoder. ``classifier=True`` adds smp's
+    ``aux_params`` head (pooling + linear on the encoder's deepest features); the model then
+    returns ``(mask_logits, image_logits (N, num_classes))``.
     """
     arch = SEGMENTERS.get(name.lower())
     if arch is None:
@@ -82,6 +85,7 @@ def create_segmenter(
             encoder_weights=weights,
             in_channels=in_chans,
             classes=num_classes,
+            aux_params={"classes": num_classes} if classifier else None,
         )
     except KeyError as exc:
         raise ConfigError(f"segmenter {name!r} with encoder {encoder!r}: {exc.args[0]}") from exc

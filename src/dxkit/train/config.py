@@ -82,7 +82,7 @@ class TrainConfig(_Strict):
     freeze_epochs: int = Field(0, ge=0, description="epochs with the pretrained body frozen")
     body_lr_factor: float = Field(1.0, gt=0, le=1, description="body lr = lr × this")
     early_stopping_patience: int | None = Field(None, ge=1)
-    monitor: Literal["val_auc", "val_loss"] = "val_auc"
+    monitor: Literal["val_auc", "val_loss", "val_dice"] = "val_auc"
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class SegmentConfig(BaseModel):
-    """U-Net and loss settings; the image size is ``preprocess.size``."""
+    """U-Net and loss settings; the image size is ``preprocess.size`` (a multiple of 32)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -21,4 +21,17 @@ class SegmentConfig(BaseModel):
         "segmenter",
         description="image-level pneumothorax decision: from the mask (probability threshold"
         " + minimum area chosen on validation), a separate classifier, or both (report which wins)",
+    )
+    classifier_weight: float = Field(
+        1.0, ge=0, description="weight of the classification head's BCE in the training loss"
+    )
+    strict: bool = Field(
+        False, description="fail on any unusable CSV row / image instead of listing a skip"
+    )
+    scaling: Literal["bits", "voi"] = Field(
+        "bits", description="radiograph pixel scaling (see dxkit.io.radiograph)"
+    )
+    augment: bool = Field(True, description="joint flip/rotation/shift/scale of image and mask")
+    cache: bool = Field(
+        True, description="keep resized training pairs in memory (one copy per training size)"
     )
