@@ -172,3 +172,37 @@ def test_predict_png_gives_mask_at_its_size(run: dict[str, Path], tmp_path: Path
     (from_dcm,) = predict_files(model, [path])
     assert from_png.mask.shape == (96, 80)
     assert np.array_equal(from_png.mask, from_dcm.mask)  # same pixels, same 8-bit scaling
+
+
+def test_explain_writes_the_probability_map_and_its_overlay(run: dict[str, Path]) -> None:
+    from dxkit.serve.segment_predict import read_image
+    from dxkit.train.segment_model import load_segmenter, mask_scores
+
+    scans = sorted(run["dicom"].rglob("*.dcm"))[:2]
+    out = run["root"] / "explain"
+    args = ["explain", str(run["run"]), *map(str, scans), "--out", str(out), "--check"]
+    assert run_cli(args) == 0
+    summary = json.loads((out / "explain.json").read_text())
+    assert summary["kind"] == "segment" and summary["method"] == "probability"
+    model = load_segmenter(run["run"] / "checkpoints" / "best.ckpt")
+    for scan, row in zip(scans, summary["scans"], strict=True):
+        saved = np.load(out / row["files"]["map"])
+        maps, cls = model.predict([read_image(scan, model)])
+        # The map is the model's own output, unscaled (an independent forward pass).
+        np.testing.assert_allclose(saved, maps[0], atol=1e-6)
+        expected = (
+            cls[0]
+            if summary["decision"].startswith("classifier")
+            else mask_scores(maps, int(model.thresholds["min_area"]))[0]
+        )
+        assert row["probability"] == pytest.approx(float(expected), abs=1e-6)
+        h, w = pydicom.dcmread(scan).pixel_array.shape
+        assert 0 <= row["peak"]["row"] < h and 0 <= row["peak"]["column"] < w
+        assert Image.open(out / row["files"]["overlay"]).width >= w
+        assert {"drop_top", "drop_random"} <= set(row["faithfulness"])
+
+
+def test_explain_refuses_a_layer_for_a_segmenter(run: dict[str, Path]) -> None:
+    scan = next(run["dicom"].rglob("*.dcm"))
+    args = ["explain", str(run["run"]), str(scan), "--out", str(run["root"] / "x"), "--layer", "x"]
+    assert run_cli(args) == 2

@@ -3,8 +3,8 @@
 For every scan: an overlay PNG, the raw map as ``.npy`` (method units, never rescaled) and,
 for volumes and exams, a montage PNG of the slices with the deciding (or peak) slice
 framed; ``explain.json`` sums up scores, layers, deciding slices and — with ``check`` — the
-deletion check. Classifier checkpoints (2-D and 3-D) take scan files; exam bundles take exam
-folders (three ``.npy`` planes or three DICOM series).
+deletion check. Classifier checkpoints (2-D and 3-D) and segmenters take scan files; exam
+bundles take exam folders (three ``.npy`` planes or three DICOM series).
 """
 
 from __future__ import annotations
@@ -90,10 +90,17 @@ def explain_scans(
         explain_kind = _explain_exams if kind == "exam" else _explain_classifier
         ask = _Request(method, finding, layer, check, fill, seed)
         summary = explain_kind(path, scans, out, ask)
+    elif kind == "segment":
+        from dxkit.explain.segmenter import explain_segmenter
+
+        summary = explain_segmenter(
+            path, scans, out, method=method, finding=finding, layer=layer, check=check,
+            fill=fill, seed=seed,
+        )  # fmt: skip
     else:
         raise CheckpointError(
-            f"{path}: heatmaps of {kind!r} checkpoints are not available from the command line "
-            "yet; explain classifiers (.ckpt) and exam bundles (bundle.ckpt)"
+            f"{path}: heatmaps of {kind!r} checkpoints are not available from the command line; "
+            "explain classifiers (.ckpt), segmenters (.ckpt) and exam bundles (bundle.ckpt)"
         )
     summary = {"checkpoint": str(path), "kind": kind, **summary}
     (out / SUMMARY).write_text(json.dumps(summary, indent=2))
