@@ -31,6 +31,7 @@ def spec_for(recipe: CacheRecipe, size: int | None = None) -> Preprocessing:
         window_names=list(recipe.window_names),
         size=recipe.size,
         context=recipe.context,
+        resize=recipe.resize,
     )
     c = ct.channels
     return Preprocessing(in_chans=c, size=size or recipe.size, ct=ct, mean=[0.0] * c, std=[1.0] * c)

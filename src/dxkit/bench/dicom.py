@@ -73,7 +73,9 @@ def _run_dxkit(files: list[Path], workers: int, seconds: float, scratch: Path) -
     start = time.perf_counter()
     prepare_ct_cache(files[0].parent, scratch / "calibrate", recipe, workers=1)
     per_pass = (time.perf_counter() - start) / max(workers, 1)
-    copies = max(1, int(np.ceil(seconds / max(per_pass, 1e-3))))
+    # 25 % more than the estimate: a warm pass runs faster than this cold first one, and
+    # the run should still last the requested seconds.
+    copies = max(1, int(np.ceil(1.25 * seconds / max(per_pass, 1e-3))))
     source = scratch / "source"
     source.mkdir()
     for k in range(copies):
@@ -172,8 +174,10 @@ def run(
     plan = [("floor", w) for w in workers] + [("dxkit", w) for w in workers]
     plan += [("fastai", 1), ("fastai_crop", 1)]
     rows: dict[tuple[str, int], dict] = {}
+    load_before = os.getloadavg()[0]
     for variant, w in plan:
         rows[(variant, w)] = _subprocess(variant, data_dir, w, seconds) or {}
+    load_after = os.getloadavg()[0]
     floor1 = rows[("floor", 1)]
     floor_rate = floor1["files"] / floor1["seconds"] if "files" in floor1 else float("nan")
     dx1 = rows[("dxkit", 1)]
@@ -228,6 +232,11 @@ def run(
             f"- floor 1 → 2 workers: {(fl2['files'] / fl2['seconds']) / floor_rate:.2f}× "
             "(what this machine allows)."
         )
+    lines.append(
+        f"- machine load (1-minute average) at start / end: {load_before:.1f} / "
+        f"{load_after:.1f} on {os.cpu_count()} cores; ratios are side by side, but a "
+        "loaded machine blurs them, and above ~1 per core the 2-worker figures mean little."
+    )
     lines += [f"- {n}" for n in notes]
     body = "\n".join(lines)
     from dxkit.bench.results import write_section  # imports torch; keep it out of the runs

@@ -52,6 +52,22 @@ def repair_bad_intercept(stored: np.ndarray) -> np.ndarray:
     return fixed
 
 
+def _repaired_float32(stored: np.ndarray) -> np.ndarray:
+    """``repair_bad_intercept(stored)`` as float32, computed in place on one float32 array.
+
+    Stored values of up to 16 bits plus 1000 are integers below 2**24, so float32 holds
+    them exactly and the result equals the int32 route (a test checks every 16-bit
+    value) with fewer passes and no int32 temporaries; wider types take the int32 route.
+    """
+    stored = np.asarray(stored)
+    if stored.dtype.kind not in "ui" or stored.dtype.itemsize > 2:
+        return repair_bad_intercept(stored).astype(np.float32)
+    hu = np.array(stored, dtype=np.float32)
+    hu += np.float32(1000)
+    np.subtract(hu, np.float32(_WRAP), out=hu, where=hu >= _WRAP)
+    return hu
+
+
 def invert_monochrome1(stored: np.ndarray, *, bits_stored: int, signed: bool) -> np.ndarray:
     """Flip MONOCHROME1 stored values (bright = low) so that high means dense, as in MONOCHROME2."""
     if signed:
@@ -80,11 +96,11 @@ def to_hounsfield(
         intercept=intercept,
         modality=modality,
     ):
-        stored = repair_bad_intercept(stored)
+        hu = _repaired_float32(stored)
         intercept, repaired = REPAIR_INTERCEPT, True
     else:
+        hu = np.array(stored, dtype=np.float32)  # one new array, then in-place arithmetic
         repaired = False
-    hu = np.array(stored, dtype=np.float32)  # one new array, then in-place arithmetic
     if slope != 1.0:
         hu *= np.float32(slope)
     if intercept != 0.0:

@@ -21,23 +21,11 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dxkit.errors import InvalidScanError
-from dxkit.preprocess.crop import Box, crop, head_box, resize
-from dxkit.preprocess.window import window_uint8
+from dxkit.preprocess.crop import Box, head_box
+from dxkit.preprocess.ct_slice import Resize, ct_window_channels
 
 log = logging.getLogger(__name__)
-
-
-def ct_window_channels(
-    hu: np.ndarray, box: Box, windows: list[tuple[float, float]], size: int
-) -> np.ndarray:
-    """One HU slice → uint8 ``(len(windows), size, size)``: crop to ``box``, resize, window.
-
-    The same operations in the same order as the cache writer
-    (``dxkit.data.ct_cache.window_crop_resize``; a test pins the two equal): one antialiased
-    resize of the HU crop, then each window scaled to 0–255 and rounded.
-    """
-    region = resize(crop(np.asarray(hu, dtype=np.float32), box), size)
-    return np.stack([window_uint8(region, c, w) for c, w in windows])
+__all__ = ["CTRecipe", "Preprocessing", "Resize", "ct_window_channels"]
 
 
 class CTRecipe(BaseModel):
@@ -50,6 +38,8 @@ class CTRecipe(BaseModel):
     size: int = Field(..., ge=8, description="side of the prepared (cached) slices")
     crop_head: bool = True
     context: bool = Field(False, description="2.5D: slices s-1, s, s+1 stacked as channels")
+    # Checkpoints from before the field existed were trained on Pillow-resized caches.
+    resize: Resize = Field("pillow", description="the cache's resize filter: area or pillow")
 
     @property
     def channels(self) -> int:
@@ -102,7 +92,9 @@ class CTRecipe(BaseModel):
         centre = slices[len(slices) // 2]
         h, w = centre.shape
         box = head_box(centre) if self.crop_head else Box(0, h, 0, w)
-        return np.concatenate([ct_window_channels(s, box, self.windows, self.size) for s in slices])
+        return np.concatenate(
+            [ct_window_channels(s, box, self.windows, self.size, self.resize) for s in slices]
+        )
 
 
 class Preprocessing(BaseModel):

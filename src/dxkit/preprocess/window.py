@@ -84,6 +84,23 @@ def window_uint8(hu: np.ndarray, center: float, width: float) -> np.ndarray:
     return scaled.astype(np.uint8)
 
 
+def windows_uint8(plane: np.ndarray, windows: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Several windows of one float32 plane ``(H, W)`` → uint8 ``(C, H, W)``.
+
+    Exactly ``np.stack([window_uint8(plane, c, w) for c, w in windows])`` (the same float32
+    operations in the same order, elementwise), broadcast over all windows at once.
+    """
+    resolved = [resolve_window(w) for w in windows]
+    shape = (-1,) + (1,) * np.ndim(plane)
+    low = np.array([np.float32(c - w / 2) for c, w in resolved], np.float32).reshape(shape)
+    gain = np.array([np.float32(255.0 / w) for _, w in resolved], np.float32).reshape(shape)
+    out = np.subtract(np.asarray(plane, dtype=np.float32)[None], low)
+    out *= gain
+    np.clip(out, 0.0, 255.0, out=out)
+    out += 0.5
+    return out.astype(np.uint8)
+
+
 def stack_windows(hu: np.ndarray, windows: Sequence[WindowSpec]) -> np.ndarray:
     """Several windows of one scan as channels: ``(H, W)``/``(1, H, W)`` → ``(C, H, W)``.
 

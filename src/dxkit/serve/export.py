@@ -9,6 +9,13 @@ like the training path), the normalisation, the network and the sigmoid/softmax.
 Outside, written beside the model as a JSON sidecar (and embedded in the ONNX metadata):
 reading the file and matching its channel count to the model (grey → repeated, colour →
 averaged), label names, thresholds, the task and the full preprocessing recipe.
+
+A model trained on the head-CT cache (``Preprocessing.ct``) takes the cached slice — uint8
+windows of the head crop — as graph input, and ``OnnxPredictor`` makes it from raw HU
+with ``CTRecipe.prepare``, the function the eager path and the cache writer call. The
+crop is not exported: its box comes from each slice's content (largest tissue component),
+which ONNX has no operator for, and replaying the exact NumPy/OpenCV code keeps the
+graph's input byte-identical to what the model was trained on (tested on real RSNA files).
 """
 
 from __future__ import annotations
@@ -146,7 +153,10 @@ def export_metadata(checkpoint: Path, pre: Preprocessing, meta: dict[str, Any]) 
     outside = ["read the scan (dxkit.io.read_scan)"]
     if pre.ct is not None:
         # Cropping to the head depends on each slice's content: it stays in NumPy.
-        outside.append("head-CT recipe: crop to the head, resize, uint8 windows (ct.prepare)")
+        outside.append(
+            f"head-CT recipe: crop to the head, resize ({pre.ct.resize}), uint8 windows "
+            "(dxkit.preprocess.spec.CTRecipe.prepare)"
+        )
     outside.append("match channels (grey repeated, colour averaged)")
     labels = list(meta["label_names"])
     return {

@@ -1,6 +1,7 @@
 """Run an exported ``.onnx`` classifier through ONNX Runtime with ``Predictor``'s interface.
 
-The graph holds the preprocessing (see ``export.py``); this class only reads scans, matches
+The graph holds the preprocessing (see ``export.py``); this class only reads scans, runs a
+head-CT model's cache recipe (``CTRecipe.prepare``, the eager path's own code), matches
 their channel count to the graph and groups scans of one size into a batch. The server and
 ``dxkit predict`` use it whenever they are given an ``.onnx`` file.
 """

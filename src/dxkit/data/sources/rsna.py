@@ -177,6 +177,7 @@ def load_rsna(cache_dir: Path | str, val_fraction: float = 0.2, seed: int = 0) -
                 "size": recipe["size"],
                 "crop_head": True,
                 "context": recipe["context"],
+                "resize": recipe.get("resize", "pillow"),  # caches before the field: Pillow
             },
         },
     )
