@@ -82,6 +82,20 @@ def test_split_by_patient_is_grouped_and_stratified() -> None:
     np.testing.assert_array_equal(val, again[1])
 
 
+def test_split_by_patient_on_a_tiny_set_falls_back_instead_of_crashing() -> None:
+    # 6 patients, only 2 positives: too few for 5 stratified folds (sklearn would raise).
+    groups = np.arange(6)
+    anyh = np.array([1, 1, 0, 0, 0, 0])
+    train, val = split_by_patient(groups, anyh, 0.2, seed=0)
+    assert len(train) + len(val) == 6 and len(val) >= 1
+    assert not set(groups[train]) & set(groups[val])
+
+
+def test_split_by_patient_needs_two_patients() -> None:
+    with pytest.raises(DataSourceError, match="one patient"):
+        split_by_patient(np.zeros(5, dtype=int), np.array([0, 1, 0, 1, 0]), 0.2)
+
+
 def test_load_rsna_from_prepared_cache(tmp_path) -> None:
     generate_ct_dataset(tmp_path / "dcm", 20, size=64, positive_fraction=0.5, seed=2)
     table = pd.read_csv(tmp_path / "dcm" / "labels.csv")

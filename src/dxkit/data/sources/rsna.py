@@ -96,7 +96,14 @@ def split_by_patient(
         raise DataSourceError(f"val_fraction must be in (0, 1), got {val_fraction}")
     n_splits = max(2, round(1 / val_fraction))
     idx = np.arange(len(groups))
-    if len(np.unique(groups)) >= n_splits and len(np.unique(stratify)) > 1:
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise DataSourceError(
+            f"all {len(groups)} slices belong to one patient; a patient-grouped train/val split "
+            "needs at least 2 patients — prepare more studies"
+        )
+    _, class_counts = np.unique(stratify, return_counts=True)
+    if n_groups >= n_splits and len(class_counts) > 1 and class_counts.min() >= n_splits:
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "least populated class" on tiny sets
