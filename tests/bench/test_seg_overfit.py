@@ -12,8 +12,8 @@ import torch
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from dxkit.bench.seg import CSV_NAME, _precise_bn, init_foreground_prior, overfit
-from dxkit.models.segment import create_segmenter
+from dxkit.bench.seg import CSV_NAME, _precise_bn, overfit
+from dxkit.models.segment import create_segmenter, init_foreground_prior
 from dxkit.preprocess.rle import encode_rle
 
 

@@ -154,3 +154,18 @@ def test_loss_rejects_bad_config_and_shapes() -> None:
         SegmentationLoss(bce_weight=-1.0)
     with pytest.raises(ValueError, match="same"):
         SegmentationLoss()(LOGITS, TARGET[:, :, :1])
+
+
+def test_foreground_prior_starts_every_pixel_near_the_prior() -> None:
+    import torch
+
+    from dxkit.models.segment import create_segmenter as make
+
+    torch.manual_seed(0)
+    model = make(foreground_prior=0.02).eval()
+    with torch.no_grad():
+        prob = model(torch.rand(1, 1, 64, 64)).sigmoid()
+    # Bias log(0.02/0.98); the convolution's own output adds spread around it.
+    assert 0.002 < float(prob.median()) < 0.2
+    with pytest.raises(ConfigError, match="foreground_prior"):
+        make(foreground_prior=1.5)

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import resource
 import statistics
@@ -37,7 +36,7 @@ from torch.utils.data import DataLoader
 from dxkit.bench.results import write_section
 from dxkit.data.sources.siim import SegmentationDataset, load_siim
 from dxkit.evaluate.segmentation import choose_seg_thresholds, mean_dice, positive_dice
-from dxkit.models.segment import create_segmenter
+from dxkit.models.segment import create_segmenter, init_foreground_prior
 from dxkit.preprocess.rle import decode_rows, encode_rle, read_rle_csv
 from dxkit.train.seg_losses import SegmentationLoss
 
@@ -173,12 +172,6 @@ def training_steps(
 # What remains is optimisation speed: a randomly initialised U-Net needs hundreds of steps to
 # outline thin crescents that the augmentation moves every epoch. Even without augmentation,
 # after 100 steps at 128 px the two smallest lesions (119 and 157 px at 256) still scored ~0.
-
-
-def init_foreground_prior(model: torch.nn.Module, prior: float) -> None:
-    """Start the segmentation head's bias at ``logit(prior)`` (smp's default is 0: p = 0.5)."""
-    head = model.segmentation_head[0]  # type: ignore[index]
-    torch.nn.init.constant_(head.bias, math.log(prior / (1.0 - prior)))
 
 
 def _predict(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ smp to fetch them (needs the network); a file path loads a local state dict inst
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ def create_segmenter(
     num_classes: int = 1,
     pretrained: bool | str | Path = False,
     classifier: bool = False,
+    foreground_prior: float | None = None,
 ) -> nn.Module:
     """A segmenter returning logits ``(N, num_classes, H, W)``; H and W must be multiples of 32.
 
@@ -99,7 +101,19 @@ def create_segmenter(
         ) from exc
     if local:
         load_encoder_weights(model, Path(pretrained), in_chans=in_chans)  # type: ignore[arg-type]
+    if foreground_prior is not None:
+        init_foreground_prior(model, foreground_prior)
     return model
+
+
+def init_foreground_prior(model: nn.Module, prior: float) -> None:
+    """Start the output bias at ``logit(prior)`` so every pixel begins near the expected
+    foreground rate instead of smp's p = 0.5 (the focal-loss paper's prior initialisation):
+    without it the first hundreds of steps only learn that most pixels are background."""
+    if not 0.0 < prior < 1.0:
+        raise ConfigError(f"foreground_prior must be in (0, 1), got {prior}; e.g. 0.01")
+    head = model.segmentation_head[0]  # type: ignore[index]
+    nn.init.constant_(head.bias, math.log(prior / (1.0 - prior)))
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -31,6 +31,12 @@ class SegmentConfig(BaseModel):
     scaling: Literal["bits", "voi"] = Field(
         "bits", description="radiograph pixel scaling (see dxkit.io.radiograph)"
     )
+    foreground_prior: float | None = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="start the output bias at this pixel foreground rate (None: smp's p = 0.5)",
+    )
     augment: bool = Field(True, description="joint flip/rotation/shift/scale of image and mask")
     cache: bool = Field(
         True, description="keep resized training pairs in memory (one copy per training size)"

@@ -213,6 +213,7 @@ def fit(cfg: RunConfig, resume: bool = False, progress: bool = True) -> FitResul
             num_classes=1,
             pretrained=cfg.model.pretrained,
             classifier=s.decision in ("classifier", "both"),
+            foreground_prior=s.foreground_prior,
         )
         module = SegmentModule(model, cfg.train, s, segment_meta(cfg, splits))
         train_loader, val_loader, val_labels = _loaders(cfg, data, splits, size)
