@@ -73,7 +73,13 @@ def bench_dicom(
 @bench_app.command("seg")
 def bench_seg(
     data_root: DataRoot = Path("../shared/data/siim_pneumothorax_sample"),
-    overfit_seconds: Annotated[float, typer.Option(help="Budget of the overfit check.")] = 300.0,
+    overfit_seconds: Annotated[
+        float, typer.Option(help="Time budget of the overfit check (stops at the target).")
+    ] = 600.0,
+    overfit_batch: Annotated[int, typer.Option(help="Batch size of the overfit check.")] = 5,
+    threads: Annotated[
+        int | None, typer.Option(help="Torch threads for (b) and (c); default: torch's.")
+    ] = None,
     results: Results = DEFAULT_RESULTS,
 ) -> None:
     """RLE speed vs a per-pixel reference, U-Net step cost per resolution, overfit check."""
@@ -82,6 +88,8 @@ def bench_seg(
     body = run(
         _need(data_root, "SIIM sample folder"),
         overfit_seconds=overfit_seconds,
+        overfit_batch=overfit_batch,
+        threads=threads,
         results_path=results,
     )
     console.print(Markdown(body))
@@ -98,4 +106,29 @@ def bench_serve(
     from dxkit.bench.serve import run
 
     body = run(requests=requests, concurrency=concurrency, threads=threads, results=results)
+    console.print(Markdown(body))
+
+
+@bench_app.command("exam")
+def bench_exam(
+    part: Annotated[
+        list[str], typer.Option(help="Part(s) to run: adrenal, latency (repeat the option).")
+    ] = ["adrenal", "latency"],  # noqa: B006 (typer reads list defaults, never mutates them)
+    data_root: DataRoot = Path("../shared/data/medmnist"),
+    minutes: Annotated[float, typer.Option(help="adrenal: training cap per model.")] = 9.0,
+    epochs: Annotated[int, typer.Option(help="adrenal: epochs planned per model.")] = 3,
+    repeats: Annotated[int, typer.Option(help="latency: timed rounds.")] = 3,
+    threads: Annotated[int, typer.Option(help="torch / ONNX Runtime threads.")] = 1,
+    memory: Annotated[bool, typer.Option(help="latency: peak memory per path.")] = True,
+    work: Annotated[Path, typer.Option(help="Folder for weights and runs.")] = Path(
+        "runs/bench-exam"
+    ),
+    results: Results = DEFAULT_RESULTS,
+) -> None:
+    """AdrenalMNIST3D slice-stack vs 3-D, and MRNet exam latency per inference path."""
+    from dxkit.bench.exam import run_exam_bench
+
+    body = run_exam_bench(
+        data_root, tuple(part), results, minutes, repeats, threads, work, memory, epochs
+    )
     console.print(Markdown(body))
