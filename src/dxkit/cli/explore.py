@@ -26,14 +26,16 @@ def _n(count: int, noun: str) -> str:
 def explore(
     source: Annotated[
         Path,
-        typer.Argument(help="MedMNIST .npz, labelled folder, DICOM table .parquet or MRNet root."),
+        typer.Argument(
+            help="MedMNIST .npz, labelled folder, DICOM table .parquet, MRNet root or SIIM folder."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the page and JSON.")] = Path(
         "explore"
     ),
     kind: Annotated[
         str | None,
-        typer.Option(help="medmnist, folder, dicom-table or mrnet (default: from the path)."),
+        typer.Option(help="medmnist, folder, dicom-table, mrnet or siim (default: from the path)."),
     ] = None,
     csv: Annotated[Path | None, typer.Option(help="Label CSV of a labelled folder.")] = None,
     root: Annotated[

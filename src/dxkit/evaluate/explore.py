@@ -1,7 +1,8 @@
 """Dataset explorer: what a data source holds, summarised before anyone trains on it.
 
 ``explore_source`` reads a MedMNIST ``.npz``, a labelled folder, a DICOM metadata table
-(written by ``dxkit prepare dicom``) or an MRNet root into one ``Catalog`` (split, labels and
+(written by ``dxkit prepare dicom``), an MRNet root or a SIIM folder (DICOMs + RLE CSV,
+``explore_siim``) into one ``Catalog`` (split, labels and
 patient id per scan, plus a reader) and summarises it: counts per split and label, label
 co-occurrence, patients per split and any overlap between splits, identical images in
 several splits, slices per series, intensity histograms (HU for CT), metadata
@@ -191,6 +192,10 @@ def explore_source(
         cat = folder_catalog(source, None if csv is None else Path(csv))
     elif kind == "dicom-table":
         cat = dicom_table_catalog(source, root)
+    elif kind == "siim":
+        from dxkit.evaluate.explore_siim import siim_catalog
+
+        cat = siim_catalog(source, None if csv is None else Path(csv))
     else:
         cat = mrnet_catalog(source)
     rng = np.random.default_rng(seed)

@@ -24,13 +24,14 @@ from dxkit.evaluate.explore_catalog import (
 )
 from dxkit.evaluate.explore_privacy import phi_columns
 
-KINDS: tuple[str, ...] = ("medmnist", "folder", "dicom-table", "mrnet")
+KINDS: tuple[str, ...] = ("medmnist", "folder", "dicom-table", "mrnet", "siim")
 FILE_HASH_LIMIT = 10_000  # hash file contents for the duplicate check up to this many files
 
 
 def detect_kind(path: Path) -> str:
     """The source kind from the path: ``.npz`` → medmnist, ``.parquet`` → dicom-table, a
-    folder with ``train/axial`` (or ``valid/axial``) → mrnet, a folder with a CSV → folder."""
+    folder with ``train/axial`` (or ``valid/axial``) → mrnet, a folder with an
+    ``ImageId,EncodedPixels`` CSV → siim, a folder with another CSV → folder."""
     if not path.exists():
         raise MissingFileError(f"{path}: no such file or folder; check the path")
     if path.is_file():
@@ -43,8 +44,11 @@ def detect_kind(path: Path) -> str:
         )
     if any((path / s / "axial").is_dir() for s in ("train", "valid")):
         return "mrnet"
-    if any(path.glob("*.csv")):
-        return "folder"
+    csvs = list(path.glob("*.csv"))
+    if csvs:
+        from dxkit.evaluate.explore_siim import is_rle_csv
+
+        return "siim" if any(is_rle_csv(c) for c in csvs) else "folder"
     raise DataSourceError(
         f"{path}: neither an MRNet root (train/axial/...) nor a labelled folder (no CSV); "
         f"add a labels.csv or pass --kind ({', '.join(KINDS)})"
