@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.dxkit-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,dicom-out]"
 	touch $(STAMP)
 
 demo: $(STAMP)
