@@ -281,6 +281,12 @@ def fit(cfg: RunConfig, resume: bool = False, progress: bool = True) -> FitResul
         )
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
+    return fit_result(trainer, run_dir, last, start)
+
+
+def fit_result(trainer: L.Trainer, run_dir: Path, last: Path, start: float) -> FitResult:
+    """What a finished ``trainer.fit`` left: the best checkpoint (else ``last``) and its score,
+    wall time since ``start`` (``time.perf_counter``), peak memory and epochs run."""
     cb = trainer.checkpoint_callback
     best = Path(cb.best_model_path) if cb and cb.best_model_path else last
     score = float(cb.best_model_score) if cb and cb.best_model_score is not None else None

@@ -19,7 +19,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
@@ -35,7 +34,7 @@ from dxkit.train.fit import (
     RUN_DIR_ENV,
     FitResult,
     _check_resumable,
-    _peak_rss_mb,
+    fit_result,
     latest_run_dir,
     make_trainer,
     new_run_dir,
@@ -226,23 +225,12 @@ def fit(cfg: RunConfig, resume: bool = False, progress: bool = True) -> FitResul
         trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
-    cb = trainer.checkpoint_callback
-    ok = isinstance(cb, ModelCheckpoint)
-    best = Path(cb.best_model_path) if ok and cb.best_model_path else last  # type: ignore[union-attr]
-    score = cb.best_model_score if ok else None  # type: ignore[union-attr]
-    score = float(score) if score is not None else None
+    result = fit_result(trainer, run_dir, last, start)
+    best = result.best_checkpoint
     if trainer.is_global_zero:
         state = read_checkpoint(best)["state_dict"]
         module.load_state_dict(state)
         points = choose_operating_points(cfg, module, val_loader, val_labels)
         update_metadata(best, thresholds=points)
         log.info("validation operating points: %s", points)
-    return FitResult(
-        run_dir=run_dir,
-        best_checkpoint=best,
-        last_checkpoint=last,
-        best_score=score,
-        seconds=time.perf_counter() - start,
-        peak_rss_mb=_peak_rss_mb(),
-        is_main_process=trainer.is_global_zero,
-    )
+    return result
