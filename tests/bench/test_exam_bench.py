@@ -5,6 +5,7 @@ tested is the timing, scoring and table code, not the models."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from dxkit.bench.exam_latency import (
     REFERENCE,
     BenchModels,
     LatencySetup,
+    calibration,
     exam_inputs,
     latency,
     latency_exam,
@@ -88,6 +90,20 @@ def test_paths_match_the_slicestack_networks(models: BenchModels) -> None:
         assert batched.shape == (3, 3)
         torch.testing.assert_close(batched, expected.detach(), rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(looped, expected.detach(), rtol=1e-4, atol=1e-4)
+
+
+def test_calibration_is_every_training_exam_never_a_validation_one(models: BenchModels) -> None:
+    """int8 calibration: all training exams (fit + tune), none of the scored exams."""
+    split = dataclasses.replace(models, tune=models.tune[:2], train=models.tune)
+    calib = calibration(split)
+    assert len(calib) == len(models.tune) == 8
+    valid = {e.exam_id for e in models.valid}
+    for exam, planes in zip(models.tune, calib, strict=True):
+        assert exam.exam_id not in valid
+        expected = exam_inputs({p: exam.volume(p) for p in PLANES}, models.normalization)
+        for got, want in zip(planes, expected, strict=True):
+            torch.testing.assert_close(got, want)  # normalised exactly as at inference
+    assert len(calibration(dataclasses.replace(split, train=None))) == 2  # fallback: tune
 
 
 def test_latency_runs_on_a_tiny_exam(models: BenchModels, tmp_path: Path) -> None:

@@ -16,18 +16,26 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dxkit.bench.exam_quant import (
+    ORT_RECIPES,
+    OrtRecipe,
+    Planes,
+    Runner,
+    fx_int8,
+    onnx_fp32,
+    onnx_int8_dynamic,
+    onnx_int8_static,
+    torch_dynamic,
+)
 from dxkit.data.exam import PLANES
 from dxkit.models.backbones import AlexNet
 from dxkit.models.slicestack import ExamNetworks
 
 FINDINGS = ["abnormal", "acl", "meniscus"]
-Planes = tuple[torch.Tensor, ...]
-Runner = Callable[[Planes], Any]  # three planes (S, 1, H, W) → logits (P, F)
 
 
 def _features(net: Any, x: torch.Tensor) -> torch.Tensor:
@@ -104,75 +112,6 @@ def _ort_session(path: Path, threads: int) -> Runner:
     return lambda x: sess.run(None, {p: t.numpy() for p, t in zip(PLANES, x, strict=True)})[0]
 
 
-def onnx_files(
-    networks: ExamNetworks, calibration: list[Planes], folder: Path, family: str
-) -> dict[str, Path]:
-    """fp32, int8 static (QDQ, per-channel, calibrated on ``calibration``) and int8 dynamic
-    ONNX graphs of one model, written once into ``folder``."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {
-        k: folder / f"{family}-{k}.onnx" for k in ("fp32", "pre", "int8_static", "int8_dynamic")
-    }
-    if all(p.is_file() for p in files.values()):
-        return files
-    axes = {p: {0: f"{p}_slices", 2: "height", 3: "width"} for p in PLANES}
-    torch.onnx.export(
-        ExamForward(networks).eval(),
-        calibration[0],
-        str(files["fp32"]),
-        input_names=list(PLANES),
-        output_names=["logits"],
-        dynamic_axes=axes,
-        opset_version=17,
-        dynamo=False,
-    )
-    quant_pre_process(str(files["fp32"]), str(files["pre"]))
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter(
-                [{p: t.numpy() for p, t in zip(PLANES, x, strict=True)} for x in calibration]
-            )
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
-    quantize_static(
-        str(files["pre"]),
-        str(files["int8_static"]),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
-    quantize_dynamic(str(files["pre"]), str(files["int8_dynamic"]), weight_type=QuantType.QInt8)
-    return files
-
-
-def _fx_int8(networks: ExamNetworks, calibration: list[Planes]) -> Runner:
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    torch.backends.quantized.engine = "x86"
-    fwd = ExamForward(networks).eval()
-    prepared = prepare_fx(fwd, get_default_qconfig_mapping("x86"), calibration[0])
-    with torch.no_grad():
-        for x in calibration:
-            prepared(*x)
-    quantized = convert_fx(prepared)
-    return lambda x: quantized(*x)
-
-
 def _eager(networks: ExamNetworks, channels_last: bool = False) -> Runner:
     fwd = ExamForward(networks).eval()
     if not channels_last:
@@ -196,25 +135,52 @@ def _compiled(networks: ExamNetworks, example: Planes) -> Runner:
     return run
 
 
-def _dynamic(networks: ExamNetworks) -> Runner:
-    """PyTorch's dynamic int8 covers nn.Linear only: here just the 256→F heads."""
-    fwd = torch.ao.quantization.quantize_dynamic(
-        ExamForward(networks).eval(), {nn.Linear}, torch.qint8
-    )
-    return lambda x: fwd(*x)
-
-
 PATH_NAMES = (
     "eager, slice at a time",
     "eager, slices batched",
     "eager, batched, channels-last",
     "torch.compile (inductor, frozen)",
     "ONNX Runtime fp32",
-    "ONNX Runtime int8 static (QDQ)",
+    *ORT_RECIPES,
     "ONNX Runtime int8 dynamic",
     "PyTorch int8 static (FX, x86)",
+    "PyTorch int8 static (FX, x86, conv1 float)",
     "PyTorch int8 dynamic (Linear only)",
 )
+
+
+def _builders(
+    family: str,
+    nets: ExamNetworks,
+    calibration: list[Planes],
+    work: Path,
+    threads: int,
+    example: Planes,
+) -> dict[str, Callable[[], Runner]]:
+    """How to build each named path of one model (lazily: only the paths asked for)."""
+
+    def fp32() -> Path:
+        return onnx_fp32(ExamForward(nets).eval(), example, work / "onnx", family)
+
+    def ort_static(recipe: OrtRecipe) -> Runner:
+        return _ort_session(onnx_int8_static(fp32(), calibration, recipe), threads)
+
+    builders: dict[str, Callable[[], Runner]] = {
+        PATH_NAMES[0]: partial(slice_loop, nets),
+        PATH_NAMES[1]: partial(_eager, nets),
+        PATH_NAMES[2]: partial(_eager, nets, True),
+        PATH_NAMES[3]: partial(_compiled, nets, example),
+        "ONNX Runtime fp32": lambda: _ort_session(fp32(), threads),
+        "ONNX Runtime int8 dynamic": lambda: _ort_session(onnx_int8_dynamic(fp32()), threads),
+        "PyTorch int8 static (FX, x86)": lambda: fx_int8(ExamForward(nets), calibration),
+        "PyTorch int8 static (FX, x86, conv1 float)": lambda: fx_int8(
+            ExamForward(nets), calibration, float_first=True
+        ),
+        "PyTorch int8 dynamic (Linear only)": lambda: torch_dynamic(ExamForward(nets)),
+    }
+    for name, recipe in ORT_RECIPES.items():
+        builders[name] = partial(ort_static, recipe)
+    return builders
 
 
 def inference_paths(
@@ -227,21 +193,10 @@ def inference_paths(
     names: tuple[str, ...] = PATH_NAMES,
 ) -> list[InferencePath]:
     """Every path in ``names`` for both models (or just ``only``, "family: name"), built
-    and warmed up on ``example``."""
+    and warmed up on ``example``; int8 static paths are calibrated on ``calibration``."""
     paths = []
     for family, nets in networks.items():
-        onnx = partial(onnx_files, nets, calibration, work / "onnx", family)
-        builders: dict[str, Callable[[], Runner]] = {
-            PATH_NAMES[0]: partial(slice_loop, nets),
-            PATH_NAMES[1]: partial(_eager, nets),
-            PATH_NAMES[2]: partial(_eager, nets, True),
-            PATH_NAMES[3]: partial(_compiled, nets, example),
-            PATH_NAMES[4]: lambda o=onnx: _ort_session(o()["fp32"], threads),
-            PATH_NAMES[5]: lambda o=onnx: _ort_session(o()["int8_static"], threads),
-            PATH_NAMES[6]: lambda o=onnx: _ort_session(o()["int8_dynamic"], threads),
-            PATH_NAMES[7]: partial(_fx_int8, nets, calibration),
-            PATH_NAMES[8]: partial(_dynamic, nets),
-        }
+        builders = _builders(family, nets, calibration, work, threads, example)
         for name in names:
             if only is not None and f"{family}: {name}" != only:
                 continue
