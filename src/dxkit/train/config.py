@@ -82,6 +82,12 @@ class TrainConfig(_Strict):
     freeze_epochs: int = Field(0, ge=0, description="epochs with the pretrained body frozen")
     body_lr_factor: float = Field(1.0, gt=0, le=1, description="body lr = lr × this")
     early_stopping_patience: int | None = Field(None, ge=1)
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="validate and save an EMA of the weights (per step)"
+    )
+    calibrate: Literal["none", "platt"] = Field(
+        "none", description="after training, fit Platt scaling on val into best.ckpt's head"
+    )
     monitor: Literal["val_auc", "val_loss", "val_dice"] = "val_auc"
     accelerator: str = "auto"
     devices: int | str = 1

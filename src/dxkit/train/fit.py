@@ -31,6 +31,7 @@ from dxkit.models.registry import create_model
 from dxkit.preprocess.spec import Preprocessing
 from dxkit.train.callbacks import AtomicCheckpointIO, FreezeBody, ProgressiveResize
 from dxkit.train.config import RunConfig
+from dxkit.train.ema import WeightEMA
 from dxkit.train.module import ClassifierModule
 from dxkit.train.sources import build_preprocessing, class_weights, load_source
 
@@ -207,6 +208,8 @@ def make_trainer(
         callbacks.append(FreezeBody(t.freeze_epochs))
     if t.progressive_resize:
         callbacks.append(ProgressiveResize(t.progressive_resize))
+    if t.ema_decay:
+        callbacks.append(WeightEMA(t.ema_decay))
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(t.monitor, mode=mode, patience=t.early_stopping_patience))
     if progress:
@@ -270,6 +273,9 @@ def fit(cfg: RunConfig, resume: bool = False, progress: bool = True) -> FitResul
     os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
         prepared = prepare(cfg)
+        if cfg.train.calibrate == "platt" and prepared.source.task == "multiclass":
+            # Refuse before training rather than after it.
+            raise ConfigError("train.calibrate: platt applies to binary and multi-label tasks")
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
         trainer = make_trainer(cfg, run_dir, progress=progress)
         last = run_dir / "checkpoints" / "last.ckpt"
@@ -281,7 +287,14 @@ def fit(cfg: RunConfig, resume: bool = False, progress: bool = True) -> FitResul
         )
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
-    return fit_result(trainer, run_dir, last, start)
+    result = fit_result(trainer, run_dir, last, start)
+    if cfg.train.calibrate == "platt" and result.is_main_process:
+        from dxkit.train.calibrate import calibrate_checkpoint
+
+        val = prepared.source.splits["val"]
+        info = calibrate_checkpoint(result.best_checkpoint, val, tta=cfg.evaluate.tta)
+        log.info("Platt scaling fitted on val into %s: %s", result.best_checkpoint, info)
+    return result
 
 
 def fit_result(trainer: L.Trainer, run_dir: Path, last: Path, start: float) -> FitResult:
