@@ -81,3 +81,17 @@ def test_override_into_non_section_is_rejected() -> None:
 def test_every_shipped_recipe_validates(recipe: Path) -> None:
     cfg = load_config(recipe)
     assert cfg.name
+
+
+def test_data_paths_are_saved_absolute_so_evaluate_works_from_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, {"name": "x", "data": {"path": "scans", "csv": "sub/labels.csv"}})
+    cfg = load_config(path)
+    assert cfg.data.path == tmp_path.resolve() / "scans"
+    assert cfg.data.csv == tmp_path.resolve() / "sub" / "labels.csv"
+    # The saved form (config.yaml / checkpoint metadata) reloads to the same place from /.
+    monkeypatch.chdir("/")
+    again = config_from_dict(yaml.safe_load(cfg.to_yaml()), source="saved")
+    assert again.data.path == tmp_path.resolve() / "scans"

@@ -194,4 +194,19 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     raw = apply_overrides(raw, overrides or [])
-    return config_from_dict(raw, source=str(path))
+    return with_absolute_data_paths(config_from_dict(raw, source=str(path)))
+
+
+def with_absolute_data_paths(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with ``data.path`` and ``data.csv`` made absolute (against the current folder).
+
+    Recipes name data relative to where ``dxkit train`` runs; the run's saved config must
+    still find it when ``dxkit evaluate`` or ``predict`` runs from another folder later.
+    """
+    data = cfg.data
+    update = {
+        key: value.expanduser().resolve()
+        for key in ("path", "csv")
+        if (value := getattr(data, key)) is not None
+    }
+    return cfg.model_copy(update={"data": data.model_copy(update=update)})
