@@ -114,8 +114,10 @@ def run(
     results_path: Path | None = None,
     extra: list[str] | None = None,
 ) -> tuple[str, list[dict]]:
-    """Run each set in a child process, write the RESULTS.md section, return the table."""
-    results = []
+    """Run each set in a child process and write its own RESULTS.md section as soon as it
+    finishes (so a recipe change re-runs one set, and an interrupted bench keeps the sets
+    already done); return the tables."""
+    results, bodies = [], []
     for name in sets:
         cmd = [
             sys.executable, "-m", "dxkit.bench.medmnist",
@@ -125,15 +127,17 @@ def run(
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"bench {name} failed:\n{proc.stderr[-3000:]}")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    load = os.getloadavg()[0]
-    body = (
-        f"Machine load average (1 min) when the last set finished: {load:.1f} on "
-        f"{os.cpu_count()} cores.\n\n" + table(results)
-    )
-    command = "dxkit bench medmnist --data-root " + str(data_root)
-    write_section("medmnist", "MedMNIST from scratch on CPU", command, body, results_path)
-    return body, results
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        body = (
+            f"Machine load average (1 min) when the set finished: {os.getloadavg()[0]:.1f} on "
+            f"{os.cpu_count()} cores.\n\n" + table([result])
+        )
+        command = f"dxkit bench medmnist --sets {name} --data-root {data_root}"
+        write_section(f"medmnist-{name}", f"MedMNIST from scratch on CPU: {name}", command, body,
+                      results_path)  # fmt: skip
+        results.append(result)
+        bodies.append(body)
+    return "\n\n".join(bodies), results
 
 
 if __name__ == "__main__":  # child process entry: config, data root, overrides
