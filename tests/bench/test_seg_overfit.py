@@ -12,7 +12,7 @@ import torch
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from dxkit.bench.seg import CSV_NAME, _precise_bn, overfit
+from dxkit.bench.seg_overfit import CSV_NAME, _precise_bn, overfit
 from dxkit.models.segment import create_segmenter, init_foreground_prior
 from dxkit.preprocess.rle import encode_rle
 
@@ -58,7 +58,7 @@ def test_precise_bn_uses_the_exact_statistics_of_the_images() -> None:
     assert model.training and not exact.training
 
 
-def test_overfit_loop_reaches_the_target_on_generated_images(tmp_path: Path) -> None:
+def _write_generated_set(root: Path) -> None:
     # Ten 64² images; half carry a bright square that IS their mask, so the loop (dataset,
     # augmentation, loss, scoring) must reach the target quickly unless something is misaligned.
     rng = np.random.default_rng(0)
@@ -68,14 +68,33 @@ def test_overfit_loop_reaches_the_target_on_generated_images(tmp_path: Path) -> 
         if i % 2:
             r, c = rng.integers(12, 36, size=2)
             mask[r : r + 16, c : c + 16] = 1
-        _write_cr(tmp_path / f"img{i}.dcm", 40 + 180 * mask + rng.integers(0, 20, (64, 64)))
+        _write_cr(root / f"img{i}.dcm", 40 + 180 * mask + rng.integers(0, 20, (64, 64)))
         lines.append(f"img{i},{encode_rle(mask)}")
-    (tmp_path / CSV_NAME).write_text("\n".join(lines) + "\n")
+    (root / CSV_NAME).write_text("\n".join(lines) + "\n")
+
+
+def _one_thread_overfit(root: Path, **options: object) -> dict[str, float]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:  # stops at the target: a few seconds when idle; the budget covers a loaded machine
-        result = overfit(tmp_path, size=64, max_seconds=60.0, eval_every=2)
+    try:
+        return overfit(root, size=64, **options)  # type: ignore[arg-type]
     finally:
         torch.set_num_threads(threads)
+
+
+def test_overfit_loop_reaches_the_target_on_generated_images(tmp_path: Path) -> None:
+    _write_generated_set(tmp_path)
+    # Stops at the target: a few seconds when idle; the cap covers a loaded machine.
+    result = _one_thread_overfit(tmp_path, steps=200, max_seconds=60.0, eval_every=2)
     assert result["dice"] >= 0.9, result
     assert 0 < result["steps"] == 2 * result["epochs"]  # batch 5, no remainder batch
+    assert result["steps"] < result["planned_steps"]
+
+
+def test_overfit_runs_exactly_the_planned_steps_when_the_target_is_out_of_reach(
+    tmp_path: Path,
+) -> None:
+    _write_generated_set(tmp_path)
+    result = _one_thread_overfit(tmp_path, steps=7, target=1.01, eval_every=100)
+    assert result["steps"] == result["planned_steps"] == 7  # the one-cycle schedule ran out
+    assert result["epochs"] == 4  # 2 steps per epoch, the last epoch cut after its 1st step

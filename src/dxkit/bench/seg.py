@@ -6,11 +6,10 @@
     median time and peak memory. Each size runs in a fresh spawned process, so the peak
     resident set size (``resource.getrusage(...).ru_maxrss``, which the kernel tracks for us)
     belongs to that size alone; tracemalloc would not see torch's C++ allocations.
-(c) Overfitting the 10 real SIIM samples at 256 px with augmentation on: a plain PyTorch loop
-    until train Dice reaches the target or the time budget ends. A pipeline whose image, mask
-    and augmentation disagree cannot get there. The choices meant to make it converge within
-    a short budget (head bias at the foreground prior, no remainder batch, precise BN for
-    scoring) are explained above ``overfit``.
+(c) Overfitting the 10 real SIIM samples at 256 px with augmentation on
+    (``dxkit.bench.seg_overfit``, whose note explains the recipe): a plain PyTorch loop of a
+    fixed number of one-cycle steps, stopping early at the target train Dice. A pipeline
+    whose image, mask and augmentation disagree cannot get there.
 """
 
 from __future__ import annotations
@@ -22,26 +21,20 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from copy import deepcopy
 from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
 import psutil
 import torch
-import torch.nn.functional as F
-from torch.optim.swa_utils import update_bn
-from torch.utils.data import DataLoader
 
 from dxkit.bench.results import write_section
-from dxkit.data.sources.siim import SegmentationDataset, load_siim
-from dxkit.evaluate.segmentation import choose_seg_thresholds, mean_dice, positive_dice
-from dxkit.models.segment import create_segmenter, init_foreground_prior
+from dxkit.bench.seg_overfit import CSV_NAME, overfit
+from dxkit.models.segment import create_segmenter
 from dxkit.preprocess.rle import decode_rows, encode_rle, read_rle_csv
 from dxkit.train.seg_losses import SegmentationLoss
 
 logger = logging.getLogger(__name__)
-CSV_NAME = "train-rle-sample.csv"
+__all__ = ["CSV_NAME", "overfit", "run"]
 
 
 # --- (a) RLE ----------------------------------------------------------------------------------
@@ -151,133 +144,6 @@ def training_steps(
     return rows
 
 
-# --- (c) overfit ------------------------------------------------------------------------------
-# The first version (batch 4, zero head bias, running BN statistics) stalled at train Dice 0.63
-# after 678 steps. Image, mask and augmentation are aligned (overlays checked by eye; the
-# dataset's tests check it numerically); what short runs at 128 px showed instead:
-# * smp's head starts at p = 0.5 on every pixel: after 15 steps the loss was still 1.38 and
-#   every empty image scored 0 (any predicted pixel on an empty truth scores 0). Starting the
-#   head bias at the foreground prior (1 %, as RetinaNet does for rare classes) had all five
-#   empty images right by step 10.
-# * 10 images in batches of 4 leave a last batch of 2, both empty in 2 of 9 epochs: its batch
-#   Dice is 1 − 1/(Σp + 1), which pushes every pixel down, positives of the other images
-#   included, and its BatchNorm statistics come from 2 images. Batch 5 has no remainder.
-# * BatchNorm running averages (momentum 0.1) of batches this small and this different (all
-#   empty vs mostly positive) lag and jitter: in the first 60 steps the eval-mode Dice on the
-#   positives was below that of the same weights with the statistics re-estimated on the 10
-#   images in 18 of 19 checks (e.g. 0.01 vs 0.18 after 40 steps); later the gap closes.
-#   Scoring therefore re-estimates them once over the 10 un-augmented images ("precise BN",
-#   torch.optim.swa_utils.update_bn); no weight changes. The raw running-average score is
-#   reported beside it.
-# What remains is optimisation speed: a randomly initialised U-Net needs hundreds of steps to
-# outline thin crescents that the augmentation moves every epoch. Even without augmentation,
-# after 100 steps at 128 px the two smallest lesions (119 and 157 px at 256) still scored ~0.
-
-
-def _predict(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        probs = torch.cat([model(images[i : i + 5]).sigmoid() for i in range(0, len(images), 5)])
-    model.train()
-    return probs
-
-
-def _precise_bn(model: torch.nn.Module, images: torch.Tensor) -> torch.nn.Module:
-    """An eval-mode copy of ``model`` whose BatchNorm statistics are the exact averages over
-    ``images`` (one batch)."""
-    copy = deepcopy(model)
-    update_bn([images], copy)  # resets the running stats, cumulative average, restores mode
-    return copy.eval()
-
-
-def overfit(
-    siim_dir: Path,
-    *,
-    size: int = 256,
-    batch: int = 5,
-    lr: float = 1e-3,
-    max_seconds: float = 600.0,
-    target: float = 0.9,
-    eval_every: int = 5,
-    prior: float | None = 0.01,
-    precise_bn: bool = True,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Train on the 10 samples (augmentation on) until train mean Dice ≥ target or time out.
-
-    Scored in eval mode on the un-augmented images, at probability > 0.5; with
-    ``precise_bn`` the BatchNorm statistics are first re-estimated on those images.
-    """
-    torch.manual_seed(seed)
-    data = load_siim(siim_dir, siim_dir / CSV_NAME, strict=True)
-    train = SegmentationDataset(data, size=size, augment=True, seed=seed, cache=True)
-    plain = SegmentationDataset(data, size=size, augment=False)
-    images = torch.stack([plain[i][0] for i in range(len(plain))])
-    masks = torch.stack([plain[i][1] for i in range(len(plain))])
-    full_masks = np.stack([data.mask(i) for i in range(len(data))])
-    loader = DataLoader(
-        train,
-        batch_size=batch,
-        shuffle=True,
-        drop_last=len(train) > batch,  # no small remainder batch (see the note above)
-        generator=torch.Generator().manual_seed(seed),
-    )
-    model = create_segmenter()
-    if prior is not None:
-        init_foreground_prior(model, prior)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    criterion = SegmentationLoss()
-
-    def scored() -> torch.nn.Module:
-        return _precise_bn(model, images) if precise_bn else model
-
-    start, epoch, steps, dice, loss_value = time.perf_counter(), 0, 0, 0.0, float("nan")
-    while time.perf_counter() - start < max_seconds:
-        train.set_epoch(epoch)
-        for x, y in loader:
-            optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(x), y)
-            loss.backward()
-            optimizer.step()
-            steps, loss_value = steps + 1, loss.item()
-        epoch += 1
-        if epoch % eval_every == 0:
-            predicted = _predict(scored(), images) > 0.5
-            dice = mean_dice(predicted, masks)
-            logger.info(
-                "epoch %d (%d steps, %.0f s): loss %.4f, train mean Dice %.3f (positives %.3f)",
-                epoch,
-                steps,
-                time.perf_counter() - start,
-                loss_value,
-                dice,
-                positive_dice(predicted, masks),
-            )
-            if dice >= target:
-                break
-    seconds = time.perf_counter() - start
-    running = _predict(model, images)
-    probs = _predict(scored(), images)
-    full = F.interpolate(probs, size=full_masks.shape[-2:], mode="bilinear") > 0.5
-    chosen = choose_seg_thresholds(probs, masks)
-    return {
-        "chosen_threshold": chosen.threshold,
-        "chosen_min_area": chosen.min_area,
-        "chosen_dice": chosen.mean_dice,
-        "chosen_positive_dice": chosen.positive_dice,
-        "epochs": epoch,
-        "steps": steps,
-        "seconds": seconds,
-        "final_loss": loss_value,
-        "dice": mean_dice(probs > 0.5, masks),
-        "positive_dice": positive_dice(probs > 0.5, masks),
-        "dice_running_bn": mean_dice(running > 0.5, masks),
-        "positive_dice_running_bn": positive_dice(running > 0.5, masks),
-        "dice_full": mean_dice(full, full_masks),
-        "positive_dice_full": positive_dice(full, full_masks),
-    }
-
-
 # --- report ---------------------------------------------------------------------------------
 
 
@@ -287,8 +153,10 @@ def run(
     sizes: tuple[int, ...] = (256, 512, 1024),
     batch: int = 2,
     steps: int = 3,
-    overfit_seconds: float = 600.0,
+    overfit_seconds: float = 2700.0,
+    overfit_steps: int = 1200,
     overfit_batch: int = 5,
+    overfit_size: int = 256,
     target: float = 0.9,
     threads: int | None = None,
     seed: int = 0,
@@ -298,7 +166,9 @@ def run(
     """Run (a), (b), (c), write the ``seg`` section of the results file, return its markdown.
 
     ``threads`` sets torch's intra-op threads for (b) and (c) (default: the current setting).
-    ``overfit_seconds`` is the time budget of (c), which stops earlier at the target.
+    (c) runs ``overfit_steps`` one-cycle steps, stopping earlier at the target; its learning
+    rate only reaches the end of its decay at the last step, so ``overfit_seconds`` (a cap)
+    should leave room for all of them.
     On a shared, oversubscribed machine 1 thread is faster than 2: OpenMP workers wait on
     each other whenever one of them is descheduled.
     """
@@ -313,7 +183,13 @@ def run(
     torch.set_num_threads(threads)
     try:
         fit = overfit(
-            siim_dir, batch=overfit_batch, max_seconds=overfit_seconds, target=target, seed=seed
+            siim_dir,
+            size=overfit_size,
+            batch=overfit_batch,
+            steps=overfit_steps,
+            max_seconds=overfit_seconds,
+            target=target,
+            seed=seed,
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -353,34 +229,39 @@ def run(
     met = "met" if fit["dice"] >= target else "NOT met"
     lines += [
         "",
-        "**(c) Overfit the 10 real samples at 256 px, augmentation on** (flip, ±10°, ±5 % "
-        f"shift, 0.9–1.1 scale; random init with the head bias at the 1 % foreground prior, "
-        f"batch {overfit_batch} without a remainder batch, Adam 1e-3, BCE + batch Dice, plain "
-        f"PyTorch loop, budget {overfit_seconds:.0f} s, stop at the target): "
-        f"{int(fit['epochs'])} epochs / {int(fit['steps'])} steps in {fit['seconds']:.0f} s, "
+        f"**(c) Overfit the 10 real samples at {overfit_size} px, augmentation on** "
+        "(flip, ±10°, ±5 % shift, 0.9–1.1 scale; random init with the head bias at the 1 % "
+        "foreground prior, "
+        f"batch {overfit_batch} without a remainder batch, Adam one-cycle to a 3e-3 peak over "
+        f"{overfit_steps} steps, BCE with lesion pixels weighted 10× + batch Dice, plain PyTorch "
+        f"loop, cap {overfit_seconds:.0f} s, stop at the target): "
+        f"{int(fit['epochs'])} epochs / {int(fit['steps'])} of {overfit_steps} steps in "
+        f"{fit['seconds']:.0f} s, "
         f"last batch loss {fit['final_loss']:.3f}. Scored in eval mode on the un-augmented "
         "images, BatchNorm statistics re-estimated on them first (precise BN; the raw running "
         "averages are shown too).",
         "",
         "| scored at | train mean Dice (empty rule) | Dice on the 5 positives |",
         "|---|---:|---:|",
-        f"| 256 px, probability > 0.5 | {fit['dice']:.3f} | {fit['positive_dice']:.3f} |",
-        f"| 256 px, > 0.5, running BN averages | {fit['dice_running_bn']:.3f} | "
+        f"| {overfit_size} px, probability > 0.5 | {fit['dice']:.3f} | "
+        f"{fit['positive_dice']:.3f} |",
+        f"| {overfit_size} px, > 0.5, running BN averages | {fit['dice_running_bn']:.3f} | "
         f"{fit['positive_dice_running_bn']:.3f} |",
-        f"| 256 px, threshold {fit['chosen_threshold']:.2f} + min area "
+        f"| {overfit_size} px, threshold {fit['chosen_threshold']:.2f} + min area "
         f"{int(fit['chosen_min_area'])} px chosen on these 10 | {fit['chosen_dice']:.3f} | "
         f"{fit['chosen_positive_dice']:.3f} |",
         f"| 1024 px, > 0.5 (upsampled vs original masks) | {fit['dice_full']:.3f} | "
         f"{fit['positive_dice_full']:.3f} |",
         "",
-        f"Target train Dice ≥ {target} (at > 0.5, 256 px): **{met}**.",
+        f"Target train Dice ≥ {target} (at > 0.5, {overfit_size} px): **{met}**.",
     ]
     body = "\n".join(lines)
     if write:
         write_section(
             "seg",
             "SIIM segmentation: RLE speed, U-Net step cost, overfit check",
-            "dxkit bench seg  (python -m dxkit.bench.seg <siim_dir>)",
+            f"dxkit bench seg --threads {threads} --overfit-size {overfit_size} "
+            f"--overfit-steps {overfit_steps} --overfit-seconds {overfit_seconds:.0f}",
             body,
             results_path,
         )
@@ -388,12 +269,13 @@ def run(
 
 
 if __name__ == "__main__":
-    # python -m dxkit.bench.seg <siim_dir> [overfit_seconds] [threads]
+    # python -m dxkit.bench.seg <siim_dir> [overfit_seconds] [threads] [overfit_steps]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = sys.argv[1:]
     markdown = run(
         Path(args[0]),
-        overfit_seconds=float(args[1]) if len(args) > 1 else 600.0,
+        overfit_seconds=float(args[1]) if len(args) > 1 else 2700.0,
         threads=int(args[2]) if len(args) > 2 else None,
+        overfit_steps=int(args[3]) if len(args) > 3 else 1200,
     )
     sys.stdout.write(markdown + "\n")

@@ -74,9 +74,14 @@ def bench_dicom(
 def bench_seg(
     data_root: DataRoot = Path("../shared/data/siim_pneumothorax_sample"),
     overfit_seconds: Annotated[
-        float, typer.Option(help="Time budget of the overfit check (stops at the target).")
-    ] = 600.0,
+        float,
+        typer.Option(help="Time cap of the overfit check; leave room for all its steps."),
+    ] = 2700.0,
+    overfit_steps: Annotated[
+        int, typer.Option(help="One-cycle steps of the overfit check (stops at the target).")
+    ] = 1200,
     overfit_batch: Annotated[int, typer.Option(help="Batch size of the overfit check.")] = 5,
+    overfit_size: Annotated[int, typer.Option(help="Image size of the overfit check (px).")] = 256,
     threads: Annotated[
         int | None, typer.Option(help="Torch threads for (b) and (c); default: torch's.")
     ] = None,
@@ -88,7 +93,9 @@ def bench_seg(
     body = run(
         _need(data_root, "SIIM sample folder"),
         overfit_seconds=overfit_seconds,
+        overfit_steps=overfit_steps,
         overfit_batch=overfit_batch,
+        overfit_size=overfit_size,
         threads=threads,
         results_path=results,
     )
