@@ -41,8 +41,9 @@ from dxkit.data.exam import PLANES, Exam, IntensityNormalization, Series
 from dxkit.data.sources.mrnet import load_mrnet
 from dxkit.data.synthetic_mrnet import knee_volume, write_mrnet_fixture
 from dxkit.models.fusion import PlaneFusion
-from dxkit.models.slicestack import ExamNetworks
-from dxkit.train.config import config_from_dict
+from dxkit.models.registry import create_model
+from dxkit.models.slicestack import ExamNetworks, SliceStackNet
+from dxkit.train.config import RunConfig, config_from_dict
 from dxkit.train.exam_fit import label_matrix, network_jobs, split_tuning, train_network
 from dxkit.train.exam_module import log_odds
 
@@ -50,22 +51,39 @@ log = logging.getLogger(__name__)
 NOISE = 50.0  # σ of the noise added to the validation fixtures for the AUC check
 AUC_TOLERANCE = 0.005  # "unchanged AUC" (issue #7)
 REFERENCE = "eager, slices batched"  # the fp32 model every path is compared with
-# PyTorch's dynamic int8 quantises only the Linear heads here, the same speed as eager: not
-# worth a timed slot in the full run (tests use it as the cheap int8 path)
-DEFAULT_PATHS = tuple(n for n in PATH_NAMES if n != "PyTorch int8 dynamic (Linear only)")
+# Not timed in the full run: PyTorch's dynamic int8 quantises only the Linear heads here, the
+# same speed as eager (tests use it as the cheap int8 path); ONNX Runtime's dynamic int8
+# re-quantises every activation at run time and measured 0.41x / 0.27x the slice loop
+# (2026-11-23, 2026-12-02 runs), ~30 s per exam, so scoring it on the validation set alone
+# took minutes
+SLOW_PATHS = ("PyTorch int8 dynamic (Linear only)", "ONNX Runtime int8 dynamic")
+DEFAULT_PATHS = tuple(n for n in PATH_NAMES if n not in SLOW_PATHS)
+# Fixture training: long enough, at a high enough lr, that every network separates exams by
+# whole logits as a trained MRNet network does (4 epochs at 3e-4 left several moving their
+# logit by ~0.002 between exams, below int8 resolution, so int8 was judged on noise)
+EPOCHS = 12
+LR = 1e-3
+FINETUNE_LR = 3e-4  # 1e-3 from a trained trunk left one multi-task network dead (measured)
 
 
 @dataclass(frozen=True)
 class LatencySetup:
     """The benchmark's shape (the issue's exam: 35 slices of 256 px) and its fixture model
-    (trained at ``train_size`` px for ``epochs`` epochs on ``n_train`` generated exams)."""
+    (trained at ``train_size`` px for ``epochs`` epochs at ``lr``, or ``finetune_lr`` from a
+    trained trunk, on ``n_train`` generated exams)."""
 
     slices: int = 35
     size: int = 256
     train_size: int = 64
     n_train: int = 48
-    n_valid: int = 60
-    epochs: int = 4
+    # Scored exams of the AUC check. With 60, one swapped positive/negative pair moved an AUC
+    # by ~0.0013, so the 0.005 tolerance was four pairs and one noise draw decided the
+    # verdict (int8 abnormal ΔAUC over four draws: -0.0053, +0.0013, -0.0013, 0.0000);
+    # 240 makes a pair ~0.0003 and the check measures the quantisation, not the draw.
+    n_valid: int = 240
+    epochs: int = EPOCHS
+    lr: float = LR
+    finetune_lr: float = FINETUNE_LR  # the multi-task networks, from trained trunks
     fixture_slices: tuple[int, int] = (10, 16)
 
 
@@ -81,9 +99,56 @@ class BenchModels:
     train: list[Exam] | None = None  # every training exam (fit + tune); None: ``tune``
 
 
+def _train_config(
+    root: Path, seed: int, variant: str, setup: LatencySetup, init: str | bool
+) -> RunConfig:
+    return config_from_dict(
+        {
+            "name": "bench-alexnet",
+            "task": "exam",
+            "seed": seed,
+            "data": {"source": "mrnet", "path": str(root), "batch_size": 4},
+            "model": {"name": "alexnet", "pretrained": init},
+            "exam": {"variant": variant, "max_rotation": 10, "max_shift": 4},
+            "train": {
+                "epochs": setup.epochs,
+                "lr": setup.lr if init is False else setup.finetune_lr,
+                "optimizer": "adam",
+                "schedule": "cosine",
+                "class_weights": "balanced",
+                "weight_decay": 1e-4,
+                # the tuning AUC is 1.0 from the first epoch on these fixtures, so picking
+                # the best epoch by AUC kept the barely trained first one; the loss keeps
+                # improving while the network learns
+                "monitor": "val_loss",
+            },
+        }
+    )
+
+
+def trunk_weights(net: SliceStackNet, path: Path) -> Path:
+    """A trained network's AlexNet trunk as a weights file ``model.pretrained`` loads (the
+    image classifier, which slice-stack networks drop, as zero placeholders), written once."""
+    if not path.is_file():
+        state = dict(net.backbone.state_dict())
+        for key, value in create_model("alexnet", 1, 1, spatial_dims=2).state_dict().items():
+            # stride-0 views: a few bytes on disk instead of AlexNet's 220 MB classifier
+            state.setdefault(key, torch.zeros(()).expand(value.shape))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path)
+    return path
+
+
 def bench_models(work: Path, seed: int = 0, setup: LatencySetup = LatencySetup()) -> BenchModels:
-    """Write the fixture (once), train (or reload) both AlexNet exam models."""
-    root = work / f"MRNet-fixture-{setup.train_size}"
+    """Write the fixture (once), train (or reload) both AlexNet exam models.
+
+    The nine networks train from scratch. Each multi-task network starts from the trained
+    abnormal network's trunk of its plane, as MRNet's networks start from ImageNet weights:
+    from scratch the three-finding loss sits on its 0.693 plateau for 12-20 epochs here and
+    some networks never leave it (measured), which left logits that barely move."""
+    # The training split comes first from the seeded generator, so it is the same for
+    # every n_valid: cached networks stay valid when only the scored set grows.
+    root = work / f"MRNet-fixture-{setup.train_size}-{setup.n_valid}"
     if not (root / "valid-meniscus.csv").is_file():
         write_mrnet_fixture(
             root,
@@ -96,35 +161,22 @@ def bench_models(work: Path, seed: int = 0, setup: LatencySetup = LatencySetup()
     train = list(load_mrnet(root, "train"))
     fit_exams, tune = split_tuning(train, FINDINGS, 0.25, seed)
     norm = IntensityNormalization.fit(fit_exams, PLANES, seed=seed)
-    networks = {}
+    out = work / f"networks-{setup.train_size}-{setup.epochs}-{setup.lr:g}-{setup.finetune_lr:g}"
+    networks: dict[str, ExamNetworks] = {}
     for variant in ("per_finding", "multitask"):
-        cfg = config_from_dict(
-            {
-                "name": "bench-alexnet",
-                "task": "exam",
-                "seed": seed,
-                "data": {"source": "mrnet", "path": str(root), "batch_size": 4},
-                "model": {"name": "alexnet"},
-                "exam": {"variant": variant, "max_rotation": 10, "max_shift": 4},
-                "train": {
-                    "epochs": setup.epochs,
-                    "lr": 3e-4,
-                    "optimizer": "adam",
-                    "schedule": "cosine",
-                    "class_weights": "balanced",
-                    "weight_decay": 1e-4,
-                },
-            }
-        )
         nets = ExamNetworks("alexnet", PLANES, FINDINGS, variant=variant)
-        for job in network_jobs(cfg):
+        for job in network_jobs(_train_config(root, seed, variant, setup, False)):
+            init: str | bool = False
+            if variant == "multitask":
+                trunk = networks["per_finding"].nets[f"abnormal__{job.plane}"]
+                init = str(trunk_weights(trunk, out / "trunks" / f"{job.plane}.pt"))
             net, _ = train_network(
-                cfg,
+                _train_config(root, seed, variant, setup, init),
                 job,
                 fit_exams,
                 tune,
                 norm,
-                work / f"networks-{setup.train_size}-{setup.epochs}" / variant / job.key,
+                out / variant / job.key,
                 seed=seed,
                 progress=False,
             )
@@ -407,9 +459,11 @@ def latency_table(
         f"normalised → networks → fused probabilities, on {threads} torch/ORT thread(s), "
         f"median of {repeats} rounds (every path once per round, order rotating; all ratios "
         f"from these same rounds). Shared machine: load average {load} during the run. "
-        f"Weights: AlexNet slice-stack networks trained from scratch ({setup.epochs} epochs) "
-        f"on {setup.train_size} px MRNet-layout fixtures ({train_s / 60:.1f} min, reused when "
-        f"cached). AUC: fused probabilities (one fixed fusion per model) on the "
+        f"Weights: AlexNet slice-stack networks trained on {setup.train_size} px "
+        f"MRNet-layout fixtures for {setup.epochs} epochs (the nine from scratch at lr "
+        f"{setup.lr:g}, the multi-task three from the abnormal network's trunk of their plane "
+        f"at lr {setup.finetune_lr:g}; {train_s / 60:.1f} min, reused when cached). "
+        f"AUC: fused probabilities (one fixed fusion per model) on the "
         f"{setup.n_valid} validation fixture exams with noise σ={NOISE:g} added (as generated "
         f"they sit near the AUC ceiling: eager fp32 scores {aucs.get('per_finding')} "
         f"(nine networks), {aucs.get('multitask')} (multi-task)); ΔAUC and Δp against the "
@@ -417,10 +471,10 @@ def latency_table(
         f"on the timed exam. int8 static paths are calibrated on the {n_calib} training "
         "fixture exams (whole, normalised as at inference), never on the scored ones; with "
         f"{setup.n_valid} scored exams one swapped positive/negative pair moves an AUC by "
-        "≈ 0.001, so ΔAUC differences of that size are noise. Memory: growth of the "
-        "peak RSS while one exam runs, over the RSS just before it (after a warm-up; every "
-        "path, in the benchmark process), and the peak RSS of a fresh process holding only "
-        "that path while it runs one exam.",
+        "about 1/(positives × negatives), so ΔAUC differences of that size are noise. "
+        "Memory: growth of the peak RSS while one exam runs, over the RSS just before it "
+        "(after a warm-up; every path, in the benchmark process), and the peak RSS of a "
+        "fresh process holding only that path while it runs one exam.",
         "",
         "| model | inference path | ms / exam | × slice loop | rounds ms | exam growth MB "
         "| fresh-process peak MB | AUC (noisy valid) | max ΔAUC | max Δp valid | max Δp 256 px "
@@ -440,20 +494,35 @@ def latency_table(
             f"| {auc} | {d_auc} | {dp_valid} | {r['max_dp']:.1e} | {r['build_s']:.0f} |"
         )
     lines += ["", "AUC: abnormal / ACL / meniscus."]
+    return "\n".join(lines + verdict(rows, loop))
+
+
+def verdict(rows: list[dict[str, Any]], loop: float) -> list[str]:
+    """The issue's targets: the nine networks >= 3x the slice loop on their fastest path at
+    unchanged AUC, then the multi-task model >= 2.5x faster again. "Again" compares like with
+    like: the multi-task model on that same path (the third of the work), which must keep
+    its AUC too; the fastest unchanged-AUC path of each model is printed beside it."""
     best = {}
     for m in ("per_finding", "multitask"):
         ok = [r for r in rows if r["model"] == m and _fp32_same(r)]
         best[m] = min(ok, key=lambda r: r["ms"])
     pf, mt = best["per_finding"], best["multitask"]
-    speed, again = loop / pf["ms"], pf["ms"] / mt["ms"]
-    lines += [
+    same = next(r for r in rows if r["model"] == "multitask" and r["path"] == pf["path"])
+    speed, again, fastest = loop / pf["ms"], pf["ms"] / same["ms"], pf["ms"] / mt["ms"]
+    kept = _fp32_same(same)
+    met = kept and again >= 2.5
+    why = "" if kept else " (the multi-task model's AUC changes on this path)"
+    return [
         "",
         f"- Fastest nine-network path at unchanged AUC (|ΔAUC| ≤ {AUC_TOLERANCE}, or fp32 "
         f"with Δp < 1e-3): **{pf['path']}**, {pf['ms']:.0f} ms, **{speed:.2f}×** the slice "
         f"loop: target ≥ 3× **{'met' if speed >= 3 else 'not met'}**.",
-        f"- Fastest multi-task path at unchanged AUC: **{mt['path']}**, {mt['ms']:.0f} ms, "
-        f"**{again:.2f}×** faster again: target ≥ 2.5× "
-        f"**{'met' if again >= 2.5 else 'not met'}** ({loop / mt['ms']:.1f}× the nine-network "
-        "slice loop). The multi-task model is a different model: its own AUC is above.",
+        f"- Multi-task faster again, same path (**the figure the verdict uses**: like with "
+        f"like, the multi-task model on **{pf['path']}**, {same['ms']:.0f} ms): "
+        f"**{again:.2f}×** the nine networks: target ≥ 2.5× "
+        f"**{'met' if met else 'not met'}**{why}.",
+        f"- Fastest path of each model at unchanged AUC (for reference, not the verdict): "
+        f"multi-task **{mt['path']}**, {mt['ms']:.0f} ms, {fastest:.2f}× the nine networks' "
+        f"fastest ({loop / mt['ms']:.1f}× the nine-network slice loop). The multi-task model "
+        "is a different model: its own AUC is above.",
     ]
-    return "\n".join(lines)

@@ -1,15 +1,16 @@
 """int8 builds of an exam model for ``dxkit bench exam --part latency`` (issue #7).
 
-What decides int8 accuracy here (measured on the bench's fixture models): several of the
-nine networks move their logit by only ~0.001–0.003 between exams, so anything quantised
-*after* the convolutional trunk erases their signal. ONNX Runtime's default static recipe
-quantised the head ``Gemm`` and the ``Concat`` that stacks all nine logits with one shared
-scale (range ≈ [-0.06, 0.64], a step of ≈ 0.003 logit): ΔAUC 0.03–0.46 on the validation
-fixtures. Quantising only the trunk (``Conv``/``Relu``/``MaxPool``/global pooling) and keeping
-the slice max, the linear heads and the stacking in float costs almost no speed (a few
-hundred MACs) and removes that error. What remains is ordinary int8 activation noise
-(per-layer SQNR ≈ 27–37 dB), still enough to blur the weakest networks' logits (correlation
-≈ 0.9 with fp32 across exams). The recipes below are the variants the bench compares.
+What decided int8 accuracy on the bench's earlier, barely trained fixture models (measured):
+several of the nine networks moved their logit by only ~0.001–0.003 between exams, so
+anything quantised *after* the convolutional trunk erased their signal. ONNX Runtime's
+default static recipe quantised the head ``Gemm`` and the ``Concat`` that stacks all nine
+logits with one shared scale (range ≈ [-0.06, 0.64], a step of ≈ 0.003 logit): ΔAUC
+0.03–0.46 on the validation fixtures. Quantising only the trunk (``Conv``/``Relu``/
+``MaxPool``/global pooling) and keeping the slice max, the linear heads and the stacking in
+float costs almost no speed (a few hundred MACs) and removes that error. The fixture models
+now train until their logits move by whole units between exams (as a trained MRNet
+network's do); what remains is ordinary int8 activation noise. The recipes below are the
+variants the bench compares.
 """
 
 from __future__ import annotations
