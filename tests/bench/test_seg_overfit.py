@@ -98,3 +98,19 @@ def test_overfit_runs_exactly_the_planned_steps_when_the_target_is_out_of_reach(
     result = _one_thread_overfit(tmp_path, steps=7, target=1.01, eval_every=100)
     assert result["steps"] == result["planned_steps"] == 7  # the one-cycle schedule ran out
     assert result["epochs"] == 4  # 2 steps per epoch, the last epoch cut after its 1st step
+
+
+def test_overfit_only_writes_its_own_section_and_leaves_the_rest(tmp_path: Path) -> None:
+    from dxkit.bench.seg import run
+
+    _write_generated_set(tmp_path)
+    results = tmp_path / "RESULTS.md"
+    results.write_text("<!-- bench:seg -->\nearlier full run\n<!-- /bench:seg -->\n")
+    body = run(
+        tmp_path, overfit_only=True, overfit_size=64, overfit_steps=4, threads=1,
+        target=1.01, results_path=results,
+    )  # fmt: skip
+    text = results.read_text()
+    assert "earlier full run" in text  # the full section is untouched
+    assert "<!-- bench:seg-overfit-64 -->" in text and "--overfit-only" in text
+    assert "(a) RLE" not in body and "4 of 4 steps" in body and "**NOT met**" in body

@@ -157,6 +157,7 @@ def run(
     overfit_steps: int = 1200,
     overfit_batch: int = 5,
     overfit_size: int = 256,
+    overfit_only: bool = False,
     target: float = 0.9,
     threads: int | None = None,
     seed: int = 0,
@@ -164,6 +165,9 @@ def run(
     write: bool = True,
 ) -> str:
     """Run (a), (b), (c), write the ``seg`` section of the results file, return its markdown.
+
+    ``overfit_only`` runs (c) alone into its own section ``seg-overfit-<size>``, so a check
+    at another size or step count never replaces the full run's figures.
 
     ``threads`` sets torch's intra-op threads for (b) and (c) (default: the current setting).
     (c) runs ``overfit_steps`` one-cycle steps, stopping earlier at the target; its learning
@@ -176,9 +180,12 @@ def run(
     previous_threads = torch.get_num_threads()
     threads = threads or previous_threads
     load_start = os.getloadavg()[0]
-    logger.info("RLE throughput")
-    rle = rle_throughput(siim_dir / CSV_NAME)
-    step_rows = training_steps(sizes, batch, steps, seed, threads)
+    lines: list[str] = []
+    if not overfit_only:
+        logger.info("RLE throughput")
+        rle = rle_throughput(siim_dir / CSV_NAME)
+        step_rows = training_steps(sizes, batch, steps, seed, threads)
+        lines += ["", *_rle_and_step_lines(rle, step_rows, batch, steps)]
     logger.info("overfit check (up to %.0f s)", overfit_seconds)
     torch.set_num_threads(threads)
     try:
@@ -193,12 +200,42 @@ def run(
         )
     finally:
         torch.set_num_threads(previous_threads)
+    lines += ["", *_overfit_lines(fit, overfit_size, overfit_batch, overfit_steps,
+                                  overfit_seconds, target)]  # fmt: skip
     load_end = os.getloadavg()[0]
-    lines = [
+    head = (
         f"torch threads: {threads}; machine load average (1 min) {load_start:.1f} at start, "
         f"{load_end:.1f} at end, on {os.cpu_count()} cores shared with other jobs — absolute "
-        "times are inflated by that load; the ratio in (a) is measured side by side.",
-        "",
+        "times are inflated by that load; the ratio in (a) is measured side by side."
+    )
+    body = "\n".join([head, *lines])
+    options = (
+        f"--threads {threads} --overfit-size {overfit_size} "
+        f"--overfit-steps {overfit_steps} --overfit-seconds {overfit_seconds:.0f}"
+    )
+    if write and overfit_only:
+        write_section(
+            f"seg-overfit-{overfit_size}",
+            f"SIIM overfit check at {overfit_size} px",
+            f"dxkit bench seg --overfit-only {options}",
+            body,
+            results_path,
+        )
+    elif write:
+        write_section(
+            "seg",
+            "SIIM segmentation: RLE speed, U-Net step cost, overfit check",
+            f"dxkit bench seg {options}",
+            body,
+            results_path,
+        )
+    return body
+
+
+def _rle_and_step_lines(
+    rle: dict[str, float], step_rows: list[dict[str, float]], batch: int, steps: int
+) -> list[str]:
+    lines = [
         "**(a) RLE decode + encode, 1024² SIIM masks** (the 10 sample masks, 5 empty; outputs "
         "checked identical to the file)",
         "",
@@ -226,9 +263,19 @@ def run(
             f"{row['peak_rss_mb']:.0f} | {row['rss_before_mb']:.0f} | "
             f"{row['peak_rss_mb'] - row['rss_before_mb']:.0f} |"
         )
+    return lines
+
+
+def _overfit_lines(
+    fit: dict[str, float],
+    overfit_size: int,
+    overfit_batch: int,
+    overfit_steps: int,
+    overfit_seconds: float,
+    target: float,
+) -> list[str]:
     met = "met" if fit["dice"] >= target else "NOT met"
-    lines += [
-        "",
+    return [
         f"**(c) Overfit the 10 real samples at {overfit_size} px, augmentation on** "
         "(flip, ±10°, ±5 % shift, 0.9–1.1 scale; random init with the head bias at the 1 % "
         "foreground prior, "
@@ -255,17 +302,6 @@ def run(
         "",
         f"Target train Dice ≥ {target} (at > 0.5, {overfit_size} px): **{met}**.",
     ]
-    body = "\n".join(lines)
-    if write:
-        write_section(
-            "seg",
-            "SIIM segmentation: RLE speed, U-Net step cost, overfit check",
-            f"dxkit bench seg --threads {threads} --overfit-size {overfit_size} "
-            f"--overfit-steps {overfit_steps} --overfit-seconds {overfit_seconds:.0f}",
-            body,
-            results_path,
-        )
-    return body
 
 
 if __name__ == "__main__":

@@ -82,6 +82,9 @@ def bench_seg(
     ] = 1200,
     overfit_batch: Annotated[int, typer.Option(help="Batch size of the overfit check.")] = 5,
     overfit_size: Annotated[int, typer.Option(help="Image size of the overfit check (px).")] = 256,
+    overfit_only: Annotated[
+        bool, typer.Option(help="Run only (c), into its own results section per size.")
+    ] = False,
     threads: Annotated[
         int | None, typer.Option(help="Torch threads for (b) and (c); default: torch's.")
     ] = None,
@@ -96,6 +99,7 @@ def bench_seg(
         overfit_steps=overfit_steps,
         overfit_batch=overfit_batch,
         overfit_size=overfit_size,
+        overfit_only=overfit_only,
         threads=threads,
         results_path=results,
     )
