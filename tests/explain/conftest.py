@@ -81,7 +81,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> PlantedRun:
         "name": "planted", "seed": 0, "output_dir": str(tmp / "runs"),
         "data": {"source": "medmnist", "name": "pneumoniamnist",
                  "path": str(tmp / "pneumoniamnist.npz"), "batch_size": 32},
-        "model": {"name": "smallresnet", "options": {"widths": [8, 16, 32], "depths": [1, 1, 1],
+        "model": {"name": "smallresnet", "options": {"widths": [16, 16, 32], "depths": [1, 1, 1],
                                                      "strides": [1, 2, 2]}},
         "train": {"epochs": 8, "lr": 0.01, "augment": {"strength": "none"}},
         "evaluate": {"bootstrap": 10},
