@@ -200,8 +200,8 @@ def run(
         )
     finally:
         torch.set_num_threads(previous_threads)
-    lines += ["", *_overfit_lines(fit, overfit_size, overfit_batch, overfit_steps,
-                                  overfit_seconds, target)]  # fmt: skip
+    setup = (overfit_size, overfit_batch, overfit_steps, overfit_seconds, target)
+    lines += ["", *_overfit_lines(fit, *setup)]
     load_end = os.getloadavg()[0]
     head = (
         f"torch threads: {threads}; machine load average (1 min) {load_start:.1f} at start, "
