@@ -157,6 +157,7 @@ def create_model(
     num_classes: int,
     spatial_dims: int = 2,
     pretrained: bool | str | Path = False,
+    ensemble: int = 1,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered network that returns logits ``(N, num_classes)``.
@@ -165,7 +166,22 @@ def create_model(
     which need a network) or a path to a local state dict (first conv adapted to
     ``in_chans``, a head of another size skipped). Extra ``kwargs`` go to the underlying
     constructor (e.g. ``drop_rate`` for timm, ``widths`` for ``smallresnet``).
+    ``ensemble=N`` (N ≥ 2) builds N independently initialised copies whose logits are averaged
+    (``dxkit.models.ensemble.DeepEnsemble``).
     """
+    if not isinstance(ensemble, int) or ensemble < 1:
+        raise ConfigError(f"model {name!r}: ensemble={ensemble!r}; use a positive integer")
+    if ensemble > 1:
+        from dxkit.models.ensemble import DeepEnsemble
+
+        members = [
+            create_model(name, in_chans, num_classes, spatial_dims, pretrained, **kwargs)
+            for _ in range(ensemble)
+        ]
+        ensembled = DeepEnsemble(members)
+        ensembled.dxkit_name = name  # type: ignore[assignment]
+        ensembled.dxkit_spatial_dims = spatial_dims  # type: ignore[assignment]
+        return ensembled
     spec = model_spec(name, spatial_dims)
     if not isinstance(in_chans, int) or in_chans < 1:
         raise ConfigError(f"model {name!r}: in_chans={in_chans!r}; use a positive integer")

@@ -61,16 +61,18 @@ def _view_logits(path: Path, labelled: LabelledSet, tta: bool) -> tuple[np.ndarr
     return torch.cat(chunks, dim=1).numpy(), loaded.task, dims
 
 
-def _head_names(path: Path) -> tuple[str, str]:
+def _head_names(path: Path) -> list[tuple[str, str]]:
+    """(weight, bias) parameter names of every linear head (one per ensemble member)."""
     loaded = load_checkpoint(path)
     _, head = split_head(loaded.model)
     ids = {id(p): n for n, p in loaded.model.named_parameters()}
     names = sorted(ids[id(p)] for p in head)
-    weight = [n for n in names if n.endswith("weight")]
-    bias = [n for n in names if n.endswith("bias")]
-    if len(weight) != 1 or len(bias) != 1:
+    weights = [n for n in names if n.endswith("weight")]
+    biases = [n for n in names if n.endswith("bias")]
+    pairs = [(w, w.removesuffix("weight") + "bias") for w in weights]
+    if not pairs or sorted(b for _, b in pairs) != biases:
         raise ConfigError("train.calibrate needs a model whose head is one linear layer with bias")
-    return weight[0], bias[0]
+    return pairs
 
 
 def calibrate_checkpoint(path: Path, labelled: LabelledSet, tta: bool) -> dict[str, Any]:
@@ -88,13 +90,15 @@ def calibrate_checkpoint(path: Path, labelled: LabelledSet, tta: bool) -> dict[s
             a, b = 1.0, 0.0
         scale.append(a)
         shift.append(b)
-    weight_name, bias_name = _head_names(path)
     ckpt = read_checkpoint(path)
     state = ckpt["state_dict"]
     a_t, b_t = torch.tensor(scale), torch.tensor(shift)
-    w, bias = state[f"model.{weight_name}"], state[f"model.{bias_name}"]
-    state[f"model.{weight_name}"] = w * a_t.to(w.dtype)[:, None]
-    state[f"model.{bias_name}"] = bias * a_t.to(bias.dtype) + b_t.to(bias.dtype)
+    # An ensemble averages its members' logits, so a·mean(z) + b = mean(a·z_i + b):
+    # the same (a, b) folds into every member's head.
+    for weight_name, bias_name in _head_names(path):
+        w, bias = state[f"model.{weight_name}"], state[f"model.{bias_name}"]
+        state[f"model.{weight_name}"] = w * a_t.to(w.dtype)[:, None]
+        state[f"model.{bias_name}"] = bias * a_t.to(bias.dtype) + b_t.to(bias.dtype)
     info = {"method": "platt", "split": "val", "tta": tta, "scale": scale, "shift": shift}
     ckpt["dxkit"]["calibration"] = info
     tmp = path.with_name(f".{path.name}.calibrate.tmp")

@@ -56,6 +56,9 @@ class ModelConfig(_Strict):
     name: str = "resnet18"
     pretrained: bool | str = False
     options: dict[str, Any] = Field(default_factory=dict, description="extra model kwargs")
+    ensemble: int = Field(
+        1, ge=1, le=16, description="train N independently initialised copies, average logits"
+    )
 
 
 class AugmentConfig(_Strict):

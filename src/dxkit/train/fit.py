@@ -143,6 +143,7 @@ def prepare(cfg: RunConfig) -> Prepared:
         source.num_outputs,
         source.spatial_dims,
         pretrained=cfg.model.pretrained,
+        ensemble=cfg.model.ensemble,
         **cfg.model.options,
     )
     meta = model_meta(cfg, source, pre)

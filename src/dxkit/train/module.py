@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics.functional import auroc
 
 from dxkit.data.source import Task
+from dxkit.models.ensemble import DeepEnsemble
 from dxkit.train.config import TrainConfig
 
 
@@ -105,8 +106,16 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self.loss(self(x), y)
-        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
+        if isinstance(self.model, DeepEnsemble):
+            # Summed, each member receives the gradient it would get alone; logged as the
+            # members' mean so the curve compares with a single network's.
+            losses = [self.loss(logits, y) for logits in self.model.member_logits(x)]
+            loss = torch.stack(losses).sum()
+            shown = loss.detach() / len(losses)
+        else:
+            loss = self.loss(self(x), y)
+            shown = loss
+        self.log("train_loss", shown, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
