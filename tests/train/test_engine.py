@@ -91,12 +91,27 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     raw = toy_config(tmp_path, epochs=2, schedule="cosine")
     first = fit(config_from_dict(raw), progress=False)
     assert torch.load(first.last_checkpoint, weights_only=True)["epoch"] == 1
+    before = [r for r in metrics_rows(first.run_dir) if r.get("val_auc")]
     raw["train"]["epochs"] = 3
     again = fit(config_from_dict(raw), resume=True, progress=False)
     assert again.run_dir == first.run_dir
     assert torch.load(again.last_checkpoint, weights_only=True)["epoch"] == 2
-    epochs = {r["epoch"] for r in metrics_rows(again.run_dir) if r.get("val_auc")}
-    assert "2" in epochs
+    after = [r for r in metrics_rows(again.run_dir) if r.get("val_auc")]
+    # The first run's epochs keep their rows (Lightning's writer deletes metrics.csv).
+    assert [r["epoch"] for r in after] == ["0", "1", "2"]
+    assert [r["val_auc"] for r in after[:2]] == [r["val_auc"] for r in before]
+
+
+def test_resume_drops_rows_of_an_unfinished_epoch(tmp_path: Path) -> None:
+    from dxkit.train.metrics_log import rows_to_keep
+
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text("epoch,step,val_auc\n0,4,0.6\n1,9,0.7\n2,12,\n")
+    torch.save({"epoch": 1}, tmp_path / "last.ckpt")
+    header, rows = rows_to_keep(csv_path, tmp_path / "last.ckpt")
+    assert header == ["epoch", "step", "val_auc"]
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert rows_to_keep(tmp_path / "absent.csv", tmp_path / "last.ckpt") == ([], [])
 
 
 def test_new_run_gets_a_new_folder(tmp_path: Path) -> None:

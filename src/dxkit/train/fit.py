@@ -19,7 +19,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from dxkit import __version__
@@ -33,14 +32,15 @@ from dxkit.train.callbacks import AtomicCheckpointIO, FreezeBody, ProgressiveRes
 from dxkit.train.config import RunConfig
 from dxkit.train.ema import WeightEMA
 from dxkit.train.module import ClassifierModule
+from dxkit.train.metrics_log import ResumableCSVLogger
 from dxkit.train.sources import build_preprocessing, class_weights, load_source
 
 log = logging.getLogger(__name__)
 RUN_DIR_ENV = "DXKIT_RUN_DIR"  # lets DDP worker processes find the run folder of rank 0
 
-# Lightning warnings that do not apply to how dxkit uses it: the CSV logger appends to an
-# existing metrics.csv on --resume (it does not delete it), and small data sets have
-# fewer batches than the logging interval by design.
+# Lightning warnings that do not apply to how dxkit uses it: the CSV logger's "previous
+# log files will be deleted" (ResumableCSVLogger writes back the rows --resume keeps), and
+# small data sets have fewer batches than the logging interval by design.
 for _message in (
     "Experiment logs directory",
     "The number of training batches",
@@ -183,9 +183,11 @@ def make_trainer(
     run_dir: Path,
     progress: bool = True,
     checkpointing: bool = True,
+    resume_from: str | Path | None = None,
     **overrides: Any,
 ) -> L.Trainer:
-    """A Lightning Trainer with dxkit's callbacks, atomic checkpoints and CSV metrics."""
+    """A Lightning Trainer with dxkit's callbacks, atomic checkpoints and CSV metrics
+    (``resume_from``: the checkpoint a resumed run starts from; its epochs' rows are kept)."""
     t = cfg.train
     mode = "min" if t.monitor == "val_loss" else "max"
     callbacks: list[Any] = []
@@ -226,7 +228,7 @@ def make_trainer(
         "precision": _precision(cfg),
         "gradient_clip_val": t.grad_clip,
         "callbacks": callbacks,
-        "logger": CSVLogger(save_dir=str(run_dir), name="", version=""),
+        "logger": ResumableCSVLogger(run_dir, resume_from=resume_from),
         "plugins": [AtomicCheckpointIO()],
         "enable_progress_bar": progress,
         "enable_model_summary": False,
@@ -278,11 +280,11 @@ def fit(cfg: RunConfig, resume: bool = False, progress: bool = True) -> FitResul
             # Refuse before training rather than after it.
             raise ConfigError("train.calibrate: platt applies to binary and multi-label tasks")
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
-        trainer = make_trainer(cfg, run_dir, progress=progress)
         last = run_dir / "checkpoints" / "last.ckpt"
         ckpt_path = str(last) if resume and last.exists() else None
         if ckpt_path:
             _check_resumable(cfg, last)
+        trainer = make_trainer(cfg, run_dir, progress=progress, resume_from=ckpt_path)
         trainer.fit(
             prepared.module, prepared.train_loader, prepared.val_loader, ckpt_path=ckpt_path
         )

@@ -217,11 +217,11 @@ def fit(cfg: RunConfig, resume: bool = False, progress: bool = True) -> FitResul
         module = SegmentModule(model, cfg.train, s, segment_meta(cfg, splits))
         train_loader, val_loader, val_labels = _loaders(cfg, data, splits, size)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
-        trainer = make_trainer(cfg, run_dir, progress=progress)
         last = run_dir / "checkpoints" / "last.ckpt"
         ckpt_path = str(last) if resume and last.exists() else None
         if ckpt_path:
             _check_resumable(cfg, last)
+        trainer = make_trainer(cfg, run_dir, progress=progress, resume_from=ckpt_path)
         trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
