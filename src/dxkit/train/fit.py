@@ -31,8 +31,8 @@ from dxkit.preprocess.spec import Preprocessing
 from dxkit.train.callbacks import AtomicCheckpointIO, FreezeBody, ProgressiveResize
 from dxkit.train.config import RunConfig
 from dxkit.train.ema import WeightEMA
-from dxkit.train.module import ClassifierModule
 from dxkit.train.metrics_log import ResumableCSVLogger
+from dxkit.train.module import ClassifierModule
 from dxkit.train.sources import build_preprocessing, class_weights, load_source
 
 log = logging.getLogger(__name__)
