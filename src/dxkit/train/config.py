@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dxkit.errors import ConfigError, MissingFileError
 from dxkit.train.config_exam import ExamConfig
@@ -91,6 +98,9 @@ class TrainConfig(_Strict):
     calibrate: Literal["none", "platt"] = Field(
         "none", description="after training, fit Platt scaling on val into best.ckpt's head"
     )
+    mixup: float = Field(
+        0.0, ge=0, description="mixup Beta(α, α) for classifier batches (0 = off; ~0.2–0.4)"
+    )
     monitor: Literal["val_auc", "val_loss", "val_dice"] = "val_auc"
     accelerator: str = "auto"
     devices: int | str = 1
@@ -132,6 +142,15 @@ class RunConfig(_Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
     exam: ExamConfig = Field(default_factory=ExamConfig)
+
+    @model_validator(mode="after")
+    def _classifier_only_options(self) -> RunConfig:
+        if self.task != "classify":
+            if self.train.mixup:
+                raise ValueError(f"train.mixup applies to classifiers, not task {self.task!r}")
+            if self.model.ensemble > 1:
+                raise ValueError(f"model.ensemble applies to classifiers, not task {self.task!r}")
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
