@@ -30,7 +30,7 @@ def _bare_epoch(cfg, prepared) -> tuple[float, int]:  # type: ignore[no-untyped-
     start = time.perf_counter()
     for x, y in prepared.train_loader:
         opt.zero_grad(set_to_none=True)
-        loss = module.loss(model(x), y)
+        loss, _ = module.training_loss(x, y)  # the engine's objective (ensembles, mixup)
         loss.backward()
         if cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)

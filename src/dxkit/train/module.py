@@ -120,19 +120,21 @@ class ClassifierModule(L.LightningModule):
             x = F.interpolate(x, size=size, mode=mode, align_corners=False)
         return x, y
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss to minimise, loss to show) for one training batch (mixup, ensemble aware)."""
         if self.cfg.mixup:
             x, y = mixup(x, y, self.cfg.mixup)
         if isinstance(self.model, DeepEnsemble):
-            # Summed, each member receives the gradient it would get alone; logged as the
+            # Summed, each member receives the gradient it would get alone; shown as the
             # members' mean so the curve compares with a single network's.
             losses = [self.loss(logits, y) for logits in self.model.member_logits(x)]
             loss = torch.stack(losses).sum()
-            shown = loss.detach() / len(losses)
-        else:
-            loss = self.loss(self(x), y)
-            shown = loss
+            return loss, loss.detach() / len(losses)
+        loss = self.loss(self(x), y)
+        return loss, loss.detach()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, shown = self.training_loss(*batch)
         self.log("train_loss", shown, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
