@@ -44,6 +44,7 @@ from dxkit.explain.targets import (
     resolve_layer,
     spatial_layer_names,
 )
+from dxkit.models.ensemble import DeepEnsemble
 from dxkit.preprocess.spec import Preprocessing
 from dxkit.train.module import probabilities
 
@@ -155,6 +156,19 @@ METHODS: tuple[str, ...] = (*CAM_CLASSES, "occlusion")
 INPUT_LAYER = "input"  # what occlusion reports as its "layer"
 
 
+def member_layers(model: nn.Module, target_layer: nn.Module) -> list[nn.Module]:
+    """The CAM layers to read: for a deep ensemble whose layer is one member's, the same
+    layer of every member (the library averages their maps, so an ensemble's heatmap is
+    the mean of its members' maps, scaled by 1/members through the averaged logit);
+    otherwise the layer itself."""
+    if isinstance(model, DeepEnsemble):
+        path = next((n for n, m in model.named_modules() if m is target_layer), "")
+        if path.startswith("members.0."):
+            rest = path.removeprefix("members.0.")
+            return [member.get_submodule(rest) for member in model.members]
+    return [target_layer]
+
+
 def compute_maps(
     model: nn.Module,
     target_layer: nn.Module | None,
@@ -169,7 +183,7 @@ def compute_maps(
         return np.stack([occlusion_map(model, image, index) for image in x])
     layer_names = ", ".join(spatial_layer_names(model))
     targets = [ClassifierOutputTarget(index) for _ in range(x.shape[0])]
-    cam = CAM_CLASSES[method](model, [target_layer])
+    cam = CAM_CLASSES[method](model, member_layers(model, target_layer))
     # Not ``with cam:`` — the library's __exit__ prints and swallows IndexErrors.
     try:
         with torch.enable_grad():

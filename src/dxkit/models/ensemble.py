@@ -11,7 +11,8 @@ Training: ``member_logits`` gives each member's logits so the engine sums the me
 losses (each member receives exactly the gradient it would get alone); the members see the
 same batches, so their diversity comes from their initialisation. Averaging logits (not
 probabilities) keeps the output linear in the heads, so Platt scaling folds into every head.
-Grad-CAM reads the first member's last stage: heatmaps of an ensemble show that member.
+The CAM layer is recorded as the first member's; the explainer reads that layer in every
+member and averages their maps (``dxkit.explain.cam.member_layers``).
 """
 
 from __future__ import annotations
