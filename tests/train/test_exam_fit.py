@@ -171,3 +171,15 @@ def test_evaluate_and_predict_commands(trained: dict[str, Path], capsys) -> None
     (exam_dir / "sagittal.npy").unlink()
     assert run_cli(["predict", str(run), str(exam_dir)]) == 2
     assert "sagittal.npy missing" in capsys.readouterr().err
+
+
+def test_best_tune_score_is_filed_under_the_monitored_metric() -> None:
+    from dxkit.train.exam_fit import _best_tune
+
+    assert _best_tune("val_auc", torch.tensor(0.9)) == pytest.approx(
+        {"best_tune_auc": 0.9, "best_tune_loss": None}
+    )
+    assert _best_tune("val_loss", torch.tensor(0.3)) == pytest.approx(
+        {"best_tune_auc": None, "best_tune_loss": 0.3}
+    )
+    assert _best_tune("val_auc", torch.tensor(float("nan")))["best_tune_auc"] is None

@@ -247,12 +247,22 @@ def train_network(
         "n_train": len(train_exams),
         "train_exam_ids": [x.exam_id for x in train_exams],
         "epochs": trainer.current_epoch,
-        "best_tune_auc": float(score) if score is not None and torch.isfinite(score) else None,
+        # The checkpoint callback's score is whatever train.monitor names: file it as such.
+        **_best_tune(cfg.train.monitor, score),
         "seconds": round(time.perf_counter() - start, 2),
         "checkpoint": str(best.resolve().relative_to(net_dir.resolve())),
     }
     done.write_text(json.dumps(info))
     return net, info
+
+
+def _best_tune(monitor: str, score: torch.Tensor | None) -> dict[str, float | None]:
+    """``best_tune_auc`` and ``best_tune_loss``: the monitored one set, the other None."""
+    value = float(score) if score is not None and torch.isfinite(score) else None
+    return {
+        "best_tune_auc": value if monitor == "val_auc" else None,
+        "best_tune_loss": value if monitor == "val_loss" else None,
+    }
 
 
 def _load_best(net: SliceStackNet, path: Path) -> None:
@@ -415,7 +425,10 @@ def _check_fusion(
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    cols = ["fold", "network", "plane", "findings", "n_train", "epochs", "best_tune_auc", "seconds"]
+    cols = [
+        "fold", "network", "plane", "findings", "n_train", "epochs",
+        "best_tune_auc", "best_tune_loss", "seconds",
+    ]  # fmt: skip
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, cols, extrasaction="ignore")
         writer.writeheader()
