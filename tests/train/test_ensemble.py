@@ -99,3 +99,9 @@ def test_trained_ensemble_round_trips_and_calibrates_every_head(tmp_path: Path) 
     # the folded heads give exactly σ(a·mean logit + b)
     logit = np.log(p_plain / (1 - p_plain))
     np.testing.assert_allclose(p_cal, 1 / (1 + np.exp(-(a * logit + b))), rtol=1e-4, atol=1e-5)
+
+
+def test_reports_name_the_ensemble() -> None:
+    one = config_from_dict({"name": "t", "model": {"name": "smallresnet"}}).model
+    four = config_from_dict({"name": "t", "model": {"name": "smallresnet", "ensemble": 4}}).model
+    assert (one.label, four.label) == ("smallresnet", "smallresnet (ensemble of 4)")

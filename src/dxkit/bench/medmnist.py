@@ -53,8 +53,7 @@ def run_one(config: Path, data_root: Path, extra: list[str]) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return {
         "set": cfg.data.name,
-        "model": cfg.model.name
-        + (f" (ensemble of {cfg.model.ensemble})" if cfg.model.ensemble > 1 else ""),
+        "model": cfg.model.label,
         "epochs": cfg.train.epochs,
         "epochs_run": result.epochs_run,
         "max_minutes": cfg.train.max_minutes,

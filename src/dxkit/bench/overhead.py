@@ -69,7 +69,7 @@ def run(config: Path, data_root: Path, repeats: int = 3, results_path: Path | No
     b, e = max(bare), max(engine)
     body = "\n".join(
         [
-            f"Model `{cfg.model.name}`, data `{cfg.data.name}` train split "
+            f"Model `{cfg.model.label}`, data `{cfg.data.name}` train split "
             f"({len(prepared.train_loader.dataset)} images), batch {cfg.data.batch_size}, "
             f"one epoch each, {repeats} alternating repeats, best of each.",
             "",

@@ -67,6 +67,11 @@ class ModelConfig(_Strict):
         1, ge=1, le=16, description="train N independently initialised copies, average logits"
     )
 
+    @property
+    def label(self) -> str:
+        """How reports name the model: ``smallresnet`` or ``smallresnet (ensemble of 4)``."""
+        return self.name + (f" (ensemble of {self.ensemble})" if self.ensemble > 1 else "")
+
 
 class AugmentConfig(_Strict):
     strength: Literal["none", "light", "medium"] = "light"
