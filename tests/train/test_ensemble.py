@@ -55,7 +55,7 @@ def test_each_member_gets_its_own_loss_gradient() -> None:
     cfg = config_from_dict({"name": "t", "train": {"epochs": 1}}).train
     module = ClassifierModule(model, "binary", cfg)
     x, y = torch.randn(6, 1, 16, 16), torch.tensor([[0.0], [1.0]] * 3)
-    module.training_step((x, y), 0).backward()
+    module.training_loss(x, y)[0].backward()
     got = model.members[1].head.weight.grad.clone()
 
     model.zero_grad()
