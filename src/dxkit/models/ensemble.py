@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 
-def member_head(model: nn.Module) -> nn.Module:
-    """The classifier of one member: timm's ``get_classifier()`` or its last ``nn.Linear``."""
+def classifier_head(model: nn.Module) -> nn.Module:
+    """A network's classifier: timm's ``get_classifier()`` or its last ``nn.Linear``."""
     if hasattr(model, "get_classifier"):
         head = model.get_classifier()
         if isinstance(head, nn.Module):
@@ -60,4 +60,4 @@ class DeepEnsemble(nn.Module):
 
     def get_classifier(self) -> nn.ModuleList:
         """Every member's head (the parameters the engine treats as "the head")."""
-        return nn.ModuleList(member_head(m) for m in self.members)
+        return nn.ModuleList(classifier_head(m) for m in self.members)

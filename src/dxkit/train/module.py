@@ -16,21 +16,18 @@ from torch import nn
 from torchmetrics.functional import auroc
 
 from dxkit.data.source import Task
-from dxkit.models.ensemble import DeepEnsemble
+from dxkit.models.ensemble import DeepEnsemble, classifier_head
 from dxkit.train.config import TrainConfig
 
 
 def split_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(body, head) parameters: the classifier head is timm's ``get_classifier()`` or the
-    last ``nn.Linear``; everything else is the body that pretrained weights would cover."""
-    head: nn.Module | None = None
-    if hasattr(model, "get_classifier"):
-        candidate = model.get_classifier()
-        head = candidate if isinstance(candidate, nn.Module) else None
-    if head is None:
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        head = linears[-1] if linears else None
-    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    last ``nn.Linear`` (every member's, for an ensemble); everything else is the body that
+    pretrained weights would cover."""
+    try:
+        head_ids = {id(p) for p in classifier_head(model).parameters()}
+    except ValueError:  # no linear head at all
+        head_ids = set()
     body = [p for p in model.parameters() if id(p) not in head_ids]
     heads = [p for p in model.parameters() if id(p) in head_ids]
     return body, heads
