@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -168,7 +168,8 @@ def bench_models(work: Path, seed: int = 0, setup: LatencySetup = LatencySetup()
         for job in network_jobs(_train_config(root, seed, variant, setup, False)):
             init: str | bool = False
             if variant == "multitask":
-                trunk = networks["per_finding"].nets[f"abnormal__{job.plane}"]
+                # ExamNetworks builds every network as a SliceStackNet (ModuleDict types Module)
+                trunk = cast(SliceStackNet, networks["per_finding"].nets[f"abnormal__{job.plane}"])
                 init = str(trunk_weights(trunk, out / "trunks" / f"{job.plane}.pt"))
             net, _ = train_network(
                 _train_config(root, seed, variant, setup, init),
@@ -226,8 +227,13 @@ def fit_fusions(models: BenchModels, reference: dict[str, Runner]) -> dict[str, 
         mean, std = scores.mean(axis=0), scores.std(axis=0)
         std = np.where(std > 1e-8, std, 1.0)  # as dxkit.train.exam_module.standardize
         fusion = PlaneFusion(PLANES, FINDINGS).fit((scores - mean) / std, y)
-        out[family] = lambda p, f=fusion, m=mean, s=std: f.predict_proba((log_odds(p) - m) / s)
+        out[family] = _standardized_fusion(fusion, mean, std)
     return out
+
+
+def _standardized_fusion(fusion: PlaneFusion, mean: np.ndarray, std: np.ndarray) -> Fusion:
+    """``fusion`` applied to plane log-odds standardised with the tuning exams' statistics."""
+    return lambda p: fusion.predict_proba((log_odds(p) - mean) / std)
 
 
 def _sigmoid(logits: Any) -> np.ndarray:

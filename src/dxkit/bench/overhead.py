@@ -7,17 +7,24 @@ alternating so that machine noise hits both. Reports training images per second.
 from __future__ import annotations
 
 import time
+from collections.abc import Sized
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 import torch
 
 from dxkit.bench.results import write_section
-from dxkit.train.config import load_config
-from dxkit.train.fit import make_trainer, prepare
+from dxkit.train.config import RunConfig, load_config
+from dxkit.train.fit import Prepared, make_trainer, prepare
 
 
-def _bare_epoch(cfg, prepared) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+def _n_train(prepared: Prepared) -> int:
+    """Images in the training split (a ScanDataset, which is Sized; torch's Dataset is not)."""
+    return len(cast(Sized, prepared.train_loader.dataset))
+
+
+def _bare_epoch(cfg: RunConfig, prepared: Prepared) -> tuple[float, int]:
     """One epoch of the plain loop a user would write by hand."""
     module = prepared.module
     model = module.model.train()
@@ -40,14 +47,14 @@ def _bare_epoch(cfg, prepared) -> tuple[float, int]:  # type: ignore[no-untyped-
     return time.perf_counter() - start, n
 
 
-def _engine_epoch(cfg, prepared, run_dir: Path) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+def _engine_epoch(cfg: RunConfig, prepared: Prepared, run_dir: Path) -> tuple[float, int]:
     trainer = make_trainer(
         cfg, run_dir, progress=False, checkpointing=False, logger=False,
         max_epochs=1, limit_val_batches=0,
     )  # fmt: skip
     start = time.perf_counter()
     trainer.fit(prepared.module, prepared.train_loader)
-    return time.perf_counter() - start, len(prepared.train_loader.dataset)
+    return time.perf_counter() - start, _n_train(prepared)
 
 
 def run(config: Path, data_root: Path, repeats: int = 3, results_path: Path | None = None) -> str:
@@ -70,7 +77,7 @@ def run(config: Path, data_root: Path, repeats: int = 3, results_path: Path | No
     body = "\n".join(
         [
             f"Model `{cfg.model.label}`, data `{cfg.data.name}` train split "
-            f"({len(prepared.train_loader.dataset)} images), batch {cfg.data.batch_size}, "
+            f"({_n_train(prepared)} images), batch {cfg.data.batch_size}, "
             f"one epoch each, {repeats} alternating repeats, best of each.",
             "",
             "| loop | images/s (best) | all repeats |",

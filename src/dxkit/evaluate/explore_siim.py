@@ -62,7 +62,8 @@ def tinted_view(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def _headers(paths: list[Path]) -> tuple[list[str], pd.DataFrame]:
     from dxkit.io.dicom import open_dataset
 
-    patients, rows = [], []
+    patients: list[str] = []
+    rows: list[dict[str, object]] = []
     for path in paths:
         try:
             ds = open_dataset(path, stop_before_pixels=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -41,7 +41,13 @@ def _undefined(ax: Axes, title: str, why: str) -> None:
     ax.set_yticks([])
 
 
-def _rates_axes(ax: Axes, xlabel: str, ylabel: str, title: str, legend_at: str) -> None:
+def _rates_axes(
+    ax: Axes,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    legend_at: Literal["lower right", "lower left", "upper left"],
+) -> None:
     """Axes of two rates in [0, 1] (a little headroom above 1) with a small legend."""
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(loc=legend_at, fontsize=8)

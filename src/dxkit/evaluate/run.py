@@ -27,6 +27,7 @@ from dxkit.evaluate.metrics import (
     rsna_weights,
     weighted_log_loss,
 )
+from dxkit.evaluate.operating_point import ThresholdMethod
 from dxkit.evaluate.report import write_report
 from dxkit.train.checkpoint import LoadedModel, load_checkpoint, update_metadata
 from dxkit.train.config import config_from_dict
@@ -81,7 +82,9 @@ def predict_set(
     return torch.cat(out).numpy()
 
 
-def _thresholds(y: np.ndarray, p: np.ndarray, method: str, target: float) -> list[float]:
+def _thresholds(
+    y: np.ndarray, p: np.ndarray, method: ThresholdMethod, target: float
+) -> list[float]:
     out = []
     for j in range(y.shape[1]):
         if len(np.unique(y[:, j])) < 2:

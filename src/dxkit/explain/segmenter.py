@@ -82,7 +82,7 @@ def explain_segmenter(
         stem = f"{scan.stem}.{labels[0]}.{METHOD}"
         up = F.interpolate(torch.from_numpy(prob)[None, None], size=pixels.shape, mode="bilinear")
         full = up[0, 0].numpy()
-        peak = np.unravel_index(int(np.argmax(full)), full.shape)
+        peak = tuple(int(i) for i in np.unravel_index(int(np.argmax(full)), full.shape))
         caption = f"{labels[0]}  p={score:.3f}  pixel probability (0–1, not rescaled)"
         row: dict[str, Any] = {
             "source": str(scan),

@@ -17,7 +17,8 @@ member and averages their maps (``dxkit.explain.cam.member_layers``).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -26,7 +27,8 @@ from torch import nn
 def classifier_head(model: nn.Module) -> nn.Module:
     """A network's classifier: timm's ``get_classifier()`` or its last ``nn.Linear``."""
     if hasattr(model, "get_classifier"):
-        head = model.get_classifier()
+        # nn.Module.__getattr__ is typed Tensor | Module; timm's method returns the head.
+        head = cast("Callable[[], object]", model.get_classifier)()
         if isinstance(head, nn.Module):
             return head
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]

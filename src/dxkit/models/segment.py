@@ -20,7 +20,7 @@ import logging
 import math
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import segmentation_models_pytorch as smp
 import torch
@@ -112,8 +112,9 @@ def init_foreground_prior(model: nn.Module, prior: float) -> None:
     without it the first hundreds of steps only learn that most pixels are background."""
     if not 0.0 < prior < 1.0:
         raise ConfigError(f"foreground_prior must be in (0, 1), got {prior}; e.g. 0.01")
-    head = model.segmentation_head[0]  # type: ignore[index]
-    nn.init.constant_(head.bias, math.log(prior / (1.0 - prior)))
+    # smp's SegmentationHead is an nn.Sequential whose first layer is the biased output conv
+    head = cast(nn.Sequential, model.segmentation_head)[0]
+    nn.init.constant_(cast(torch.Tensor, head.bias), math.log(prior / (1.0 - prior)))
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

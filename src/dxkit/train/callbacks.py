@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import lightning as L
 from lightning.pytorch.callbacks import BaseFinetuning, Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from dxkit.train.module import ClassifierModule, split_head
+from dxkit.train.module import ClassifierModule, network, split_head
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,20 @@ class FreezeBody(BaseFinetuning):
 
 
 def _body_modules(pl_module: L.LightningModule) -> list[Any]:
-    body, _ = split_head(pl_module.model)
+    model = network(pl_module)
+    body, _ = split_head(model)
     body_ids = {id(p) for p in body}
     return [
         m
-        for m in pl_module.model.modules()
+        for m in model.modules()
         if not list(m.children()) and any(id(p) in body_ids for p in m.parameters())
     ]
+
+
+class _TrainSized(Protocol):
+    """A Lightning module that resizes training batches to ``train_size`` (None = native)."""
+
+    train_size: int | None
 
 
 class ProgressiveResize(Callback):
@@ -86,7 +93,8 @@ class ProgressiveResize(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if isinstance(pl_module, ClassifierModule) or hasattr(pl_module, "train_size"):
+            module = cast(_TrainSized, pl_module)
             size = self.size_at(trainer.current_epoch)
-            if size != pl_module.train_size:
+            if size != module.train_size:
                 log.info("epoch %d: training at %s px", trainer.current_epoch, size)
-            pl_module.train_size = size
+            module.train_size = size

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dxkit.data.source import Task
 from dxkit.errors import CheckpointError, MissingFileError
 from dxkit.models.registry import create_model
 from dxkit.preprocess.spec import Preprocessing
@@ -29,7 +30,7 @@ class LoadedModel:
     model: nn.Module
     preprocessing: Preprocessing
     label_names: list[str]
-    task: str
+    task: Task
     thresholds: list[float]
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None

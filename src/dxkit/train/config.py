@@ -37,24 +37,28 @@ class DataConfig(_Strict):
     """Where the scans and labels come from and how they are batched."""
 
     source: Literal["medmnist", "folder", "rsna", "siim", "mrnet"] = "medmnist"
-    name: str | None = Field(None, description="MedMNIST set name, e.g. breastmnist")
-    path: Path | None = Field(None, description="an .npz file, or the root folder of scans")
-    csv: Path | None = Field(None, description="label CSV for a folder source")
-    size: int = Field(28, description="MedMNIST image size of the file to use (28, 64, ...)")
+    name: str | None = Field(default=None, description="MedMNIST set name, e.g. breastmnist")
+    path: Path | None = Field(default=None, description="an .npz file, or the root folder of scans")
+    csv: Path | None = Field(default=None, description="label CSV for a folder source")
+    size: int = Field(
+        default=28, description="MedMNIST image size of the file to use (28, 64, ...)"
+    )
     download: bool = False
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-    batch_size: int = Field(64, ge=1)
-    eval_batch_size: int | None = Field(None, ge=1)
-    num_workers: int = Field(0, ge=0)
+    val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    batch_size: int = Field(default=64, ge=1)
+    eval_batch_size: int | None = Field(default=None, ge=1)
+    num_workers: int = Field(default=0, ge=0)
 
 
 class PreprocessConfig(_Strict):
     """How a read scan becomes a model input; saved into every checkpoint."""
 
-    size: int | None = Field(None, ge=8, description="resize to size×size(×size); None = native")
+    size: int | None = Field(
+        default=None, ge=8, description="resize to size×size(×size); None = native"
+    )
     windows: list[WindowSpec] | None = Field(
-        None, description="CT windows stacked as channels: preset names or [center, width]"
+        default=None, description="CT windows stacked as channels: preset names or [center, width]"
     )
     normalize: Literal["dataset", "none"] = "dataset"
 
@@ -64,7 +68,10 @@ class ModelConfig(_Strict):
     pretrained: bool | str = False
     options: dict[str, Any] = Field(default_factory=dict, description="extra model kwargs")
     ensemble: int = Field(
-        1, ge=1, le=16, description="train N independently initialised copies, average logits"
+        default=1,
+        ge=1,
+        le=16,
+        description="train N independently initialised copies, average logits",
     )
 
     @property
@@ -81,37 +88,39 @@ class AugmentConfig(_Strict):
 class TrainConfig(_Strict):
     """Optimisation and the Lightning trainer settings."""
 
-    epochs: int = Field(10, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    epochs: int = Field(default=10, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    warmup_fraction: float = Field(0.25, gt=0, lt=1)
+    warmup_fraction: float = Field(default=0.25, gt=0, lt=1)
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
-    grad_clip: float | None = Field(1.0, gt=0)
+    grad_clip: float | None = Field(default=1.0, gt=0)
     class_weights: Literal["none", "balanced"] = "none"
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     progressive_resize: list[tuple[int, int]] | None = Field(
-        None, description="[[epoch, size], ...]: train at `size` from `epoch` on"
+        default=None, description="[[epoch, size], ...]: train at `size` from `epoch` on"
     )
-    freeze_epochs: int = Field(0, ge=0, description="epochs with the pretrained body frozen")
-    body_lr_factor: float = Field(1.0, gt=0, le=1, description="body lr = lr × this")
-    early_stopping_patience: int | None = Field(None, ge=1)
+    freeze_epochs: int = Field(
+        default=0, ge=0, description="epochs with the pretrained body frozen"
+    )
+    body_lr_factor: float = Field(default=1.0, gt=0, le=1, description="body lr = lr × this")
+    early_stopping_patience: int | None = Field(default=None, ge=1)
     ema_decay: float | None = Field(
-        None, gt=0, lt=1, description="validate and save an EMA of the weights (per step)"
+        default=None, gt=0, lt=1, description="validate and save an EMA of the weights (per step)"
     )
     calibrate: Literal["none", "platt"] = Field(
-        "none", description="after training, fit Platt scaling on val into best.ckpt's head"
+        default="none", description="after training, fit Platt scaling on val into best.ckpt's head"
     )
     mixup: float = Field(
-        0.0, ge=0, description="mixup Beta(α, α) for classifier batches (0 = off; ~0.2–0.4)"
+        default=0.0, ge=0, description="mixup Beta(α, α) for classifier batches (0 = off; ~0.2–0.4)"
     )
     monitor: Literal["val_auc", "val_loss", "val_dice"] = "val_auc"
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"
-    num_nodes: int = Field(1, ge=1)
-    max_minutes: float | None = Field(None, gt=0, description="stop training after this")
+    num_nodes: int = Field(default=1, ge=1)
+    max_minutes: float | None = Field(default=None, gt=0, description="stop training after this")
     limit_train_batches: int | float | None = None
 
     @field_validator("progressive_resize")
@@ -127,8 +136,8 @@ class TrainConfig(_Strict):
 class EvaluateConfig(_Strict):
     tta: bool = False
     threshold: Literal["youden", "sensitivity"] = "youden"
-    target_sensitivity: float = Field(0.9, gt=0, lt=1)
-    bootstrap: int = Field(1000, ge=0)
+    target_sensitivity: float = Field(default=0.9, gt=0, lt=1)
+    bootstrap: int = Field(default=1000, ge=0)
 
 
 class RunConfig(_Strict):
@@ -136,7 +145,8 @@ class RunConfig(_Strict):
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     task: Literal["classify", "segment", "exam"] = Field(
-        "classify", description="what is trained: a classifier, a segmenter or an exam model"
+        default="classify",
+        description="what is trained: a classifier, a segmenter or an exam model",
     )
     seed: int = 0
     output_dir: Path = Path("runs")

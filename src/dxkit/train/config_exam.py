@@ -21,30 +21,33 @@ class ExamConfig(BaseModel):
     planes: list[Literal["axial", "coronal", "sagittal"]] = ["axial", "coronal", "sagittal"]
     findings: list[str] = ["abnormal", "acl", "meniscus"]
     variant: Literal["per_finding", "multitask"] = Field(
-        "multitask", description="one network per (finding, plane) as the paper, or per plane"
+        default="multitask",
+        description="one network per (finding, plane) as the paper, or per plane",
     )
     pooling: Literal["max", "mean", "attention"] = "max"
-    fusion_folds: int = Field(5, ge=2, description="k-fold for out-of-fold fusion inputs")
+    fusion_folds: int = Field(default=5, ge=2, description="k-fold for out-of-fold fusion inputs")
     fusion_inputs: Literal["standardized_logit", "probability"] = Field(
-        "standardized_logit",
+        default="standardized_logit",
         description="what the fusion regression sees: each network's log-odds standardised on "
         "exams it never trained on (robust to per-network offsets), or the raw plane "
         "probabilities as in the paper",
     )
-    fusion_c: float = Field(1.0, gt=0, description="inverse L2 strength of the fusion regression")
+    fusion_c: float = Field(
+        default=1.0, gt=0, description="inverse L2 strength of the fusion regression"
+    )
     holdout_fraction: float = Field(
-        0.15,
+        default=0.15,
         gt=0,
         lt=0.5,
         description="share of the training exams held out (stratified) as the tuning set: "
         "best epoch of every network and the operating thresholds are chosen on it",
     )
-    augment: bool = Field(True, description="series-wide rotation/shift/flip (Bien et al.)")
-    max_rotation: float = Field(25.0, ge=0, le=180, description="degrees")
-    max_shift: float = Field(25.0, ge=0, description="pixels at the model's slice size")
-    flip_p: float = Field(0.5, ge=0, le=1)
+    augment: bool = Field(default=True, description="series-wide rotation/shift/flip (Bien et al.)")
+    max_rotation: float = Field(default=25.0, ge=0, le=180, description="degrees")
+    max_shift: float = Field(default=25.0, ge=0, description="pixels at the model's slice size")
+    flip_p: float = Field(default=0.5, ge=0, le=1)
     strict: bool = Field(
-        True, description="fail on the first bad exam; false skips it and logs why"
+        default=True, description="fail on the first bad exam; false skips it and logs why"
     )
 
     @model_validator(mode="after")

@@ -19,6 +19,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from dxkit.train.module import network
+
 
 def _tensors(module: nn.Module) -> list[torch.Tensor]:
     return [t.detach() for t in itertools.chain(module.parameters(), module.buffers())]
@@ -39,14 +41,14 @@ class WeightEMA(Callback):
         self._restored: dict[str, Any] | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._model = pl_module.model
+        self._model = model = network(pl_module)
         self.average = AveragedModel(
-            pl_module.model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True
+            model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True
         )
         if self._restored is not None:
             # Lightning loaded the checkpoint's (averaged) weights into the module: put the
             # raw training weights back and continue the average where it stopped.
-            pl_module.model.load_state_dict(self._restored["raw"])
+            model.load_state_dict(self._restored["raw"])
             self.average.load_state_dict(self._restored["average"])
             self._restored = None
 
@@ -54,13 +56,14 @@ class WeightEMA(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
     ) -> None:
         if self.average is not None:
-            self.average.update_parameters(pl_module.model)
+            self.average.update_parameters(network(pl_module))
 
     def _swap(self, pl_module: L.LightningModule) -> None:
         """Exchange the live and the averaged weights in place (its own inverse)."""
         assert self.average is not None
+        model = network(pl_module)
         with torch.no_grad():
-            for a, b in zip(_tensors(self.average.module), _tensors(pl_module.model), strict=True):
+            for a, b in zip(_tensors(self.average.module), _tensors(model), strict=True):
                 tmp = b.clone()
                 b.copy_(a)
                 a.copy_(tmp)

@@ -304,6 +304,8 @@ def fit_result(trainer: L.Trainer, run_dir: Path, last: Path, start: float) -> F
     """What a finished ``trainer.fit`` left: the best checkpoint (else ``last``) and its score,
     wall time since ``start`` (``time.perf_counter``), peak memory and epochs run."""
     cb = trainer.checkpoint_callback
+    if not isinstance(cb, ModelCheckpoint):  # typed as the Checkpoint base; dxkit's is one
+        cb = None
     best = Path(cb.best_model_path) if cb and cb.best_model_path else last
     score = float(cb.best_model_score) if cb and cb.best_model_score is not None else None
     return FitResult(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 from lightning.pytorch.tuner import Tuner
+from matplotlib.figure import Figure
 
 from dxkit.errors import DxkitError
 from dxkit.train.config import RunConfig
@@ -45,13 +47,15 @@ def find_lr(
         num_training=num_training,
         update_attr=False,
     )
-    if finder is None or finder.suggestion() is None:
+    suggestion = None if finder is None else finder.suggestion()
+    if finder is None or suggestion is None:
         raise DxkitError("the LR finder could not suggest a rate (too few batches?); add data")
-    fig = finder.plot(suggest=True)
+    # Without an ``ax`` argument plot() draws on a new pyplot Figure (typed as optional).
+    fig = cast(Figure, finder.plot(suggest=True))
     plot = out_dir / "lr_find.png"
     fig.savefig(plot, dpi=100)
     return LrFindResult(
-        suggestion=float(finder.suggestion()),
+        suggestion=float(suggestion),
         plot=plot,
         lrs=[float(v) for v in finder.results["lr"]],
         losses=[float(v) for v in finder.results["loss"]],

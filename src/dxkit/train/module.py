@@ -7,13 +7,13 @@ and which parameters get which learning rate.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.functional import auroc
+from torchmetrics.functional.classification import binary_auroc, multiclass_auroc
 
 from dxkit.data.source import Task
 from dxkit.models.ensemble import DeepEnsemble, classifier_head
@@ -31,6 +31,14 @@ def split_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]
     body = [p for p in model.parameters() if id(p) not in head_ids]
     heads = [p for p in model.parameters() if id(p) in head_ids]
     return body, heads
+
+
+def network(pl_module: L.LightningModule) -> nn.Module:
+    """The network a dxkit Lightning module trains (its ``model`` attribute)."""
+    model = pl_module.model
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{type(pl_module).__name__}.model is not an nn.Module")
+    return model
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,11 +72,11 @@ def val_auc(probs: torch.Tensor, targets: torch.Tensor, task: Task) -> torch.Ten
         present = [k for k in range(probs.shape[1]) if 0 < int((y == k).sum()) < len(y)]
         if len(present) == probs.shape[1]:
             k = probs.shape[1]
-            return auroc(probs, y, task="multiclass", num_classes=k, average="macro")
-        scores = [auroc(probs[:, k], (y == k).long(), task="binary") for k in present]
+            return multiclass_auroc(probs, y, num_classes=k, average="macro")
+        scores = [binary_auroc(probs[:, k], (y == k).long()) for k in present]
     else:
         cols = [j for j in range(probs.shape[1]) if 0 < int(targets[:, j].sum()) < len(targets)]
-        scores = [auroc(probs[:, j], targets[:, j].long(), task="binary") for j in cols]
+        scores = [binary_auroc(probs[:, j], targets[:, j].long()) for j in cols]
     if not scores:
         return torch.tensor(float("nan"), device=probs.device)
     return torch.stack(scores).mean()
@@ -77,6 +85,8 @@ def val_auc(probs: torch.Tensor, targets: torch.Tensor, task: Task) -> torch.Ten
 class ClassifierModule(L.LightningModule):
     """Loss, validation AUC and optimiser for a classifier; ``dxkit_meta`` rides along in
     every checkpoint so a checkpoint alone rebuilds the model and its preprocessing."""
+
+    class_weight: torch.Tensor | None  # a registered buffer, set in __init__
 
     def __init__(
         self,
@@ -149,8 +159,9 @@ class ClassifierModule(L.LightningModule):
         self._val_probs.clear()
         self._val_targets.clear()
         if self.trainer.world_size > 1:
-            probs = self.all_gather(probs).flatten(0, 1)
-            targets = self.all_gather(targets).flatten(0, 1)
+            # all_gather of one tensor returns one tensor (its stub also allows collections)
+            probs = cast(torch.Tensor, self.all_gather(probs)).flatten(0, 1)
+            targets = cast(torch.Tensor, self.all_gather(targets)).flatten(0, 1)
         eps = 1e-7
         if self.task == "multiclass":
             vloss = F.nll_loss(probs.clamp_min(eps).log(), targets.argmax(1))
@@ -165,7 +176,7 @@ class ClassifierModule(L.LightningModule):
     # -- optimisation -----------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         body, head = split_head(self.model)
-        groups = [
+        groups: list[dict[str, Any]] = [
             {"params": body, "lr": self.lr * self.cfg.body_lr_factor, "name": "body"},
             {"params": head, "lr": self.lr, "name": "head"},
         ]

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import torch
 
-from dxkit.data.source import SourceData
+from dxkit.data.source import InputKind, SourceData
 from dxkit.errors import ConfigError
 from dxkit.preprocess.spec import CTRecipe, Preprocessing
 from dxkit.train.config import PreprocessConfig, RunConfig
@@ -33,7 +33,7 @@ def load_source(cfg: RunConfig) -> SourceData:
 
         if d.path is None:
             raise ConfigError("data.path (the folder of scans) is required for source: folder")
-        kind = "hounsfield" if cfg.preprocess.windows else "uint8"
+        kind: InputKind = "hounsfield" if cfg.preprocess.windows else "uint8"
         return load_folder(
             d.path,
             csv=d.csv,
