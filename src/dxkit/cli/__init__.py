@@ -1,7 +1,9 @@
 """The ``dxkit`` command line: one typer app with a sub-command per job.
 
 User errors (any ``DxkitError``) print one line naming the file/key and the fix and exit
-with code 2; ``--debug`` (anywhere on the line) shows the full traceback instead.
+with code 2; ``--debug`` (anywhere on the line) shows the full traceback instead. Usage
+errors (a missing or unknown argument, option or command, a bad value) print typer's usage
+line and a one-line error, also with exit code 2.
 """
 
 from __future__ import annotations
@@ -12,11 +14,16 @@ import logging
 import os
 import sys
 
-import click
 import typer
 from rich.console import Console
 
+from dxkit import __version__
 from dxkit.errors import DxkitError
+
+try:  # typer >= 0.22 carries its own copy of click and raises that copy's exceptions
+    from typer._click.exceptions import ClickException
+except ImportError:  # older typer runs on click itself (a dependency of those releases)
+    from click.exceptions import ClickException  # type: ignore[assignment]
 
 app = typer.Typer(
     name="dxkit",
@@ -27,6 +34,26 @@ app = typer.Typer(
     add_completion=False,
 )
 err_console = Console(stderr=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"dxkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the dxkit version and exit.",
+        is_eager=True,
+        callback=_show_version,
+    ),
+) -> None:
+    """Deep-learning-assisted diagnosis from medical scans: prepare, train, evaluate,
+    predict, explain and serve."""
 
 
 COMMAND_MODULES = ("run", "demo", "bench", "prepare", "explain", "explore", "serve")
@@ -76,12 +103,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click.exceptions.Exit as err:
+    except typer.Exit as err:
         sys.exit(err.exit_code)
-    except click.ClickException as err:
+    except ClickException as err:  # usage errors: typer's usage line + one line, exit 2
         err.show()
         sys.exit(err.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted: finished checkpoints and files are kept")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
