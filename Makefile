@@ -5,14 +5,26 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dxkit-installed
+LOCK   := requirements/lock.txt
+# Every install takes the exact tested set in $(LOCK) as pip constraints (make lock renews it).
+PIP    := $(BIN)/python -m pip install --quiet --constraint $(LOCK)
 
-.PHONY: demo test test-slow lint bench browser-deps clean
+.PHONY: demo test test-slow test-typer-floor lint lock check-lock bench browser-deps clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,dicom-out]"
+	$(PIP) pip setuptools wheel
+	# No build isolation: dxkit is built with the locked setuptools, not today's release.
+	$(PIP) --no-build-isolation -e ".[dev,dicom-out]"
+	$(BIN)/python scripts/check_lock.py $(LOCK)
 	touch $(STAMP)
+
+# Resolve pyproject.toml's ranges afresh in a clean venv and rewrite $(LOCK).
+lock:
+	PYTHON=$(PYTHON) bash scripts/lock.sh
+
+check-lock: $(STAMP)
+	$(BIN)/python scripts/check_lock.py $(LOCK)
 
 demo: $(STAMP)
 	$(BIN)/dxkit demo
@@ -27,9 +39,14 @@ test: $(STAMP) browser-deps
 test-slow: $(STAMP) browser-deps
 	$(BIN)/python -m pytest -m slow
 
+# The CLI's usage errors on the oldest typer that pyproject.toml allows.
+test-typer-floor: $(STAMP)
+	bash scripts/check-typer-floor.sh
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/mypy src
 
 bench: $(STAMP)
 	$(BIN)/dxkit bench medmnist
