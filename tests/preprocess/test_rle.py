@@ -174,6 +174,7 @@ def test_real_mask_hand_located(siim_dir: Path) -> None:
     np.testing.assert_array_equal(decode_rows(rows, (1024, 1024), order="C"), mask.T)
 
 
+@pytest.mark.slow  # a speed ratio: machine-dependent; `dxkit bench seg` reports the real one
 def test_vectorised_is_much_faster_than_per_pixel(siim_dir: Path) -> None:
     table = read_rle_csv(siim_dir / SIIM_CSV)
     code = table["1.2.276.0.7230010.3.1.4.8323329.1314.1517875167.222290"][0]
