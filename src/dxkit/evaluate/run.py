@@ -31,7 +31,7 @@ from dxkit.evaluate.operating_point import ThresholdMethod
 from dxkit.evaluate.report import write_report
 from dxkit.train.checkpoint import LoadedModel, load_checkpoint, update_metadata
 from dxkit.train.config import config_from_dict
-from dxkit.train.module import probabilities
+from dxkit.train.module import predict_probabilities
 from dxkit.train.sources import load_source
 
 log = logging.getLogger(__name__)
@@ -69,16 +69,11 @@ def predict_set(
     loaded: LoadedModel, labelled: LabelledSet, tta: bool = False, batch_size: int = 256
 ) -> np.ndarray:
     """Probabilities ``(N, L)`` for every scan of a split (optionally averaged over flips)."""
-    from dxkit.data.augment import tta_views
-
     dataset = ScanDataset(labelled, loaded.preprocessing, cache=False)
     loader = DataLoader(dataset, batch_size=batch_size)
-    out = []
     model = loaded.model.eval()
-    for x, _ in loader:
-        views = tta_views(x, loaded.preprocessing.spatial_dims) if tta else [x]
-        probs = torch.stack([probabilities(model(v).float(), loaded.task) for v in views])
-        out.append(probs.mean(0))
+    dims = loaded.preprocessing.spatial_dims
+    out = [predict_probabilities(model, x, loaded.task, dims, tta) for x, _ in loader]
     return torch.cat(out).numpy()
 
 
@@ -137,8 +132,14 @@ def evaluate_checkpoint(
     val = source.splits["val"]
     val_probs = predict_set(loaded, val, tta=use_tta)
     thresholds = _thresholds(np.asarray(val.labels), val_probs, ev.threshold, ev.target_sensitivity)
+    # The thresholds hold for these probabilities only: record how they were made (TTA or
+    # not), so the Predictor, the server and the ONNX export serve the same ones.
     if loaded.task != "multiclass":
-        update_metadata(ckpt, thresholds=thresholds, threshold_method=ev.threshold)
+        update_metadata(
+            ckpt, thresholds=thresholds, threshold_method=ev.threshold, inference={"tta": use_tta}
+        )
+    else:
+        update_metadata(ckpt, inference={"tta": use_tta})
 
     target = source.splits[split]
     probs = val_probs if split == "val" else predict_set(loaded, target, tta=use_tta)

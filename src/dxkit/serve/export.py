@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dxkit import __version__
+from dxkit.data.augment import tta_views
 from dxkit.errors import CheckpointError, ConfigError
 from dxkit.preprocess.spec import Preprocessing
 from dxkit.train.checkpoint import load_checkpoint, read_checkpoint
@@ -59,11 +60,12 @@ class ScanToProbabilities(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, model: nn.Module, pre: Preprocessing, task: str) -> None:
+    def __init__(self, model: nn.Module, pre: Preprocessing, task: str, tta: bool = False) -> None:
         super().__init__()
         self.model = model.eval()
         self.pre = pre
         self.task = task
+        self.tta = tta
         dims = pre.spatial_dims
         shape = (1, -1) + (1,) * dims
         if pre.windows:
@@ -92,8 +94,15 @@ class ScanToProbabilities(nn.Module):
             else:
                 x = F.interpolate(x, size=target, mode="trilinear", align_corners=False)
         x = (x - self.mean) / self.std
-        logits = self.model(x).float()
-        return probabilities(logits, self.task), logits  # type: ignore[arg-type]
+        if not self.tta:
+            logits = self.model(x).float()
+            return probabilities(logits, self.task), logits  # type: ignore[arg-type]
+        # The checkpoint's TTA recipe inside the graph: the same views and the same mean of
+        # probabilities as predict_probabilities; ``logits`` is then the views' mean logit.
+        views = tta_views(x, pre.spatial_dims)
+        view_logits = [self.model(v).float() for v in views]
+        probs = torch.stack([probabilities(z, self.task) for z in view_logits]).mean(0)  # type: ignore[arg-type]
+        return probs, torch.stack(view_logits).mean(0)
 
 
 def _resize_aa_symbolic(g: Any, input: Any, output_size: Any, *rest: Any) -> Any:
@@ -165,6 +174,7 @@ def export_metadata(checkpoint: Path, pre: Preprocessing, meta: dict[str, Any]) 
         "task": meta["task"],
         "label_names": labels,
         "thresholds": list(meta.get("thresholds") or [0.5] * len(labels)),
+        "tta": bool(meta.get("tta")),
         "model": meta["model"],
         "preprocessing": pre.model_dump(mode="json"),
         "graph": {
@@ -182,6 +192,7 @@ def export_metadata(checkpoint: Path, pre: Preprocessing, meta: dict[str, Any]) 
                 *(["resize_antialiased"] if pre.size else []),
                 "normalize",
                 "model",
+                *(["tta_flips_mean"] if meta.get("tta") else []),
                 "probabilities",
             ],
             "outside": outside,
@@ -211,7 +222,7 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path | None = None) -> P
         raise ConfigError(f"--out {out}: give the file an .onnx suffix")
     out.parent.mkdir(parents=True, exist_ok=True)
     pre = loaded.preprocessing
-    wrapper = ScanToProbabilities(loaded.model.cpu(), pre, loaded.task).eval()
+    wrapper = ScanToProbabilities(loaded.model.cpu(), pre, loaded.task, tta=loaded.tta).eval()
     size = pre.size or 64
     example = torch.zeros((1, graph_input_channels(pre)) + (size,) * pre.spatial_dims)
     spatial_axes = {i + 2: f"s{i}" for i in range(pre.spatial_dims)}
@@ -235,7 +246,7 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path | None = None) -> P
                 opset_version=OPSET,
                 dynamo=False,
             )
-        metadata = export_metadata(checkpoint, pre, loaded.meta)
+        metadata = export_metadata(checkpoint, pre, {**loaded.meta, "tta": loaded.tta})
         _embed_metadata(tmp, metadata)
         tmp.replace(out)
     except (RuntimeError, torch.onnx.errors.OnnxExporterError) as err:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from dxkit.train.checkpoint import LoadedModel, load_checkpoint
-from dxkit.train.module import probabilities
+from dxkit.train.module import predict_probabilities
 
 
 @dataclass
@@ -64,6 +64,7 @@ class Predictor:
             "findings": self.label_names,
             "thresholds": dict(zip(self.label_names, self.thresholds, strict=True)),
             "preprocessing": self.loaded.preprocessing.model_dump(mode="json"),
+            "tta": self.loaded.tta,
             "dxkit_version": meta.get("dxkit_version"),
         }
 
@@ -75,7 +76,11 @@ class Predictor:
         self, arrays: Sequence[np.ndarray], sources: Sequence[str]
     ) -> list[Prediction]:
         batch = torch.stack([self.prepare(a, s) for a, s in zip(arrays, sources, strict=True)])
-        probs = probabilities(self.model(batch.to(self.device)).float(), self.loaded.task).cpu()
+        loaded = self.loaded
+        dims = loaded.preprocessing.spatial_dims
+        probs = predict_probabilities(
+            self.model, batch.to(self.device), loaded.task, dims, loaded.tta
+        ).cpu()
         return [self._prediction(src, p.numpy()) for src, p in zip(sources, probs, strict=True)]
 
     def predict_files(self, paths: Sequence[str | Path], batch_size: int = 32) -> list[Prediction]:

@@ -35,6 +35,19 @@ class LoadedModel:
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
+    @property
+    def tta(self) -> bool:
+        """Whether this model's probabilities are averaged over test-time flips.
+
+        ``dxkit evaluate`` records the choice (``inference.tta``) with the thresholds it fits,
+        so every consumer serves the probabilities the thresholds were chosen on; before a
+        checkpoint is evaluated, its config's ``evaluate.tta`` is the recipe.
+        """
+        recorded = (self.meta.get("inference") or {}).get("tta")
+        if recorded is not None:
+            return bool(recorded)
+        return bool(((self.meta.get("config") or {}).get("evaluate") or {}).get("tta", False))
+
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint file without executing any pickled code."""
