@@ -34,11 +34,24 @@ def bench_medmnist(
     ),
     configs: Annotated[Path, typer.Option(help="Folder of recipes.")] = Path("configs"),
     results: Results = DEFAULT_RESULTS,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Runs per recipe (the recipe's seed, seed+1, ...); reports mean ± sd, min–max.",
+        ),
+    ] = 1,
 ) -> None:
     """Train + test the MedMNIST recipes and compare with the published tables."""
     from dxkit.bench.medmnist import run
 
-    body, _ = run(_need(data_root, "MedMNIST folder"), configs, tuple(sets.split(",")), results)
+    body, _ = run(
+        _need(data_root, "MedMNIST folder"),
+        configs,
+        tuple(sets.split(",")),
+        results,
+        seeds=seeds,
+    )
     console.print(Markdown(body))
 
 
