@@ -37,7 +37,7 @@ from dxkit.serve.predictor import Predictor
 @pytest.fixture(scope="module")
 def client() -> TestClient:
     app = create_app([ct_checkpoint(), ct_onnx()])
-    return TestClient(app)
+    return TestClient(app, base_url="http://127.0.0.1")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def names(client: TestClient) -> dict[str, str]:
 def strict_client() -> TestClient:
     """Tiny limits, so bombs and oversize uploads are cheap to build."""
     app = create_app([ct_checkpoint()], max_upload_mb=1, max_pixels=300_000, max_unzipped_mb=1)
-    return TestClient(app)
+    return TestClient(app, base_url="http://127.0.0.1")
 
 
 def dicom_part(path: Path, name: str | None = None) -> tuple[str, tuple[str, bytes, str]]:
@@ -195,7 +195,9 @@ def test_no_patient_identity_in_logs_and_no_upload_left_behind(
 
 
 def test_wrong_or_missing_token() -> None:
-    client = TestClient(create_app([ct_checkpoint()], token="s3cret-token"))
+    client = TestClient(
+        create_app([ct_checkpoint()], token="s3cret-token"), base_url="http://127.0.0.1"
+    )
     assert client.get("/healthz").status_code == 200  # liveness stays open
     body = assert_refused(client, client.get("/v1/models"), 401, "bearer token")
     assert body["error"]["type"] == "HTTPError"
@@ -315,7 +317,7 @@ def test_requests_the_model_cannot_answer(client: TestClient, names: dict[str, s
 
 def test_exam_bundle_predict_and_explain(tmp_path: Path) -> None:
     bundle = untrained_exam_bundle(tmp_path / "exam" / "checkpoints" / "bundle.ckpt")
-    client = TestClient(create_app([bundle]))
+    client = TestClient(create_app([bundle]), base_url="http://127.0.0.1")
     (info,) = client.get("/v1/models").json()["models"]
     assert info["kind"] == "exam" and info["findings"] == ["abnormal", "acl", "meniscus"]
     rng = np.random.default_rng(0)

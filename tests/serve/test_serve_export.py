@@ -139,7 +139,7 @@ def test_volume_model_parity_and_serving_on_real_adrenalmnist3d(
     assert max_difference(eager, OnnxPredictor.from_path(out).predict_arrays(arrays, names)) < (
         TOLERANCE
     )
-    client = TestClient(create_app([ckpt]))
+    client = TestClient(create_app([ckpt]), base_url="http://127.0.0.1")
     buf = io.BytesIO()
     np.save(buf, volumes[0].astype(np.uint8))
     r = client.post("/v1/explain", files=[("files", ("v.npy", buf.getvalue(), "x"))])

@@ -13,6 +13,7 @@ from dxkit.errors import CheckpointError, ConfigError
 
 console = Console(stderr=True)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TOKEN_ENV = "DXKIT_TOKEN"  # as dxkit.serve.auth (not imported here: it loads FastAPI)
 
 
 @app.command()
@@ -21,13 +22,37 @@ def serve(
         list[Path],
         typer.Argument(help="Checkpoints (.ckpt), run folders, exam bundles or exported .onnx."),
     ],
-    host: Annotated[str, typer.Option(help="Address to bind; loopback unless told.")] = (
-        "127.0.0.1"
-    ),
+    host: Annotated[
+        str, typer.Option(help="Address to bind; loopback unless told (beyond it: a token).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     token: Annotated[
         str | None,
-        typer.Option(envvar="DXKIT_TOKEN", help="Require 'Authorization: Bearer <token>'."),
+        typer.Option(
+            envvar=TOKEN_ENV,
+            help="Require 'Authorization: Bearer <token>'. Prefer the DXKIT_TOKEN environment "
+            "variable or --token-file: a value given as --token is visible to every local "
+            "user in the process list.",
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="Read the bearer token from this file (first line; keep it 0600)."),
+    ] = None,
+    insecure_no_token: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-token",
+            help="Allow binding beyond loopback without a token: anyone who can reach the "
+            "port can upload scans.",
+        ),
+    ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A Host name clients may use besides the loopback names (repeat; '*' for "
+            "any). The --host address is added when it is a specific one.",
+        ),
     ] = None,
     max_upload_mb: Annotated[int, typer.Option(help="Largest request body, MB.")] = 256,
     max_pixels: Annotated[
@@ -44,24 +69,59 @@ def serve(
 
     from dxkit.serve.app import create_app
 
+    secret = read_token(token, token_file)
+    if host not in LOOPBACK and not secret and not insecure_no_token:
+        raise ConfigError(
+            f"--host {host} serves beyond this machine, and no token is set; set one with "
+            f"{TOKEN_ENV}=<secret> or --token-file FILE (or pass --insecure-no-token to let "
+            "anyone on the network upload scans)"
+        )
+    hosts = serve_hosts(host, allowed_host or [])
     # Pillow's own decompression-bomb guard, at our limit (this process only serves).
     Image.MAX_IMAGE_PIXELS = max_pixels
     server = create_app(
         models,
-        token=token,
+        token=secret,
         max_upload_mb=max_upload_mb,
         max_pixels=max_pixels,
         threads=threads,
         parallel=parallel,
+        allowed_hosts=hosts,
     )
-    if host not in LOOPBACK and not token:
+    if host not in LOOPBACK and not secret:
         console.print(
-            f"[bold yellow]warning:[/] listening on {host} without --token: anyone who can reach "
-            "this port can upload scans"
+            f"[bold yellow]warning:[/] listening on {host} without a token "
+            "(--insecure-no-token): anyone who can reach this port can upload scans"
         )
     shown = f"[{host}]" if ":" in host else host
     console.print(f"dxkit serving {len(server.state.models)} model(s) at http://{shown}:{port}/")
+    console.print(f"answering to Host names: {', '.join(hosts)}")
     uvicorn.run(server, host=host, port=port, access_log=False, log_level="warning")
+
+
+def read_token(token: str | None, token_file: Path | None) -> str | None:
+    """The bearer token from ``--token``/``DXKIT_TOKEN`` or ``--token-file`` (not both)."""
+    if token_file is None:
+        return token or None
+    if token:
+        raise ConfigError(f"both a token ({TOKEN_ENV} or --token) and --token-file; give one")
+    try:
+        lines = token_file.read_text().splitlines()
+    except OSError as err:
+        raise ConfigError(f"--token-file {token_file}: cannot read it ({err.strerror})") from None
+    secret = lines[0].strip() if lines else ""
+    if not secret:
+        raise ConfigError(f"--token-file {token_file}: the file is empty; write the token in it")
+    return secret
+
+
+def serve_hosts(host: str, extra: list[str]) -> list[str]:
+    """Host names the server answers to: loopback, the bound address when specific, extras."""
+    hosts = list(LOOPBACK)
+    if host not in ("0.0.0.0", "::", ""):
+        hosts.append(host)
+    hosts += [h.strip().lower() for h in extra if h.strip()]
+    return list(dict.fromkeys(hosts))
 
 
 @app.command()

@@ -12,17 +12,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dxkit import __version__
@@ -55,16 +58,40 @@ def _error_body(status: int, kind: str, message: str, request_id: str) -> bytes:
     ).encode()
 
 
-class Guard:
-    """Outermost ASGI layer: request id, request-size limit, security headers, one log line.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+SPOOL_BLOCK = 1 << 20
 
-    The size limit is enforced on ``Content-Length`` before the body is read, and by
-    counting when the body is streamed without one (chunked).
+
+class Guard:
+    """Outermost ASGI layer: request id, trusted hosts, request-size limit, security
+    headers, one log line.
+
+    Hosts: Starlette's ``TrustedHostMiddleware`` decides (loopback names unless told), and
+    its plain-text refusal is replaced by the JSON error every other refusal uses. Size: a
+    declared ``Content-Length`` over the limit is refused before the body is read; a body
+    streamed without one (chunked) is copied to a private, unnamed temporary file while
+    counting, refused the moment it passes the limit, and replayed from disk — memory stays
+    at one block whatever the body's size.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, allowed_hosts: list[str]) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.hosts = TrustedHostMiddleware(self._host_ok, allowed_hosts=allowed_hosts)
+
+    async def _host_ok(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["dxkit.host_ok"] = True
+        spool: IO[bytes] | None = None
+        try:
+            try:
+                body, spool = await self._check_size(scope, receive)
+            except _RefusedError as refused:
+                await _reply(send, refused.status, str(refused), scope["state"]["request_id"])
+                return
+            await self.app(scope, body, send)
+        finally:
+            if spool is not None:
+                spool.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,6 +105,14 @@ class Guard:
         page = path == "/" or path.startswith("/static/")
 
         async def send_with_headers(message: Message) -> None:
+            if not scope.get("dxkit.host_ok"):  # TrustedHostMiddleware refused the Host
+                if message["type"] == "http.response.start":
+                    status["code"] = 400
+                    await _reply(send_with_headers_raw, 400, BAD_HOST, request_id)
+                return
+            await send_with_headers_raw(message)
+
+        async def send_with_headers_raw(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
@@ -88,22 +123,18 @@ class Guard:
             await send(message)
 
         try:
-            refused = await self._check_size(scope, receive)
-            if isinstance(refused, tuple):
-                code, text = refused
-                await self._reply(send_with_headers, code, text, request_id)
-            else:
-                await self.app(scope, refused, send_with_headers)
+            await self.hosts(scope, receive, send_with_headers)
         finally:
             ms = (time.perf_counter() - start) * 1000
             log.info("request %s %s %s -> %s in %.0f ms", request_id, scope["method"], path,
                      status["code"], ms)  # fmt: skip
 
-    async def _check_size(self, scope: Scope, receive: Receive) -> Receive | tuple[int, str]:
+    async def _check_size(self, scope: Scope, receive: Receive) -> tuple[Receive, IO[bytes] | None]:
+        """The body to read (``receive``, or a replay of its spool file), or ``_RefusedError``."""
         limit = self.max_bytes
         headers = dict(scope.get("headers", []))
         length = headers.get(b"content-length")
-        too_big = (
+        too_big = _RefusedError(
             413,
             f"the request is larger than this server's limit of {limit // 2**20} MB "
             "(--max-upload-mb); send fewer or smaller files",
@@ -112,45 +143,73 @@ class Guard:
             try:
                 declared = int(length)
             except ValueError:
-                return 400, "Content-Length is not a number"
-            return too_big if declared > limit else receive
+                raise _RefusedError(400, "Content-Length is not a number") from None
+            if declared > limit:
+                raise too_big
+            return receive, None
         if scope["method"] not in ("POST", "PUT", "PATCH"):
-            return receive
-        # Chunked upload without Content-Length: buffer while counting, then replay.
-        messages: list[Message] = []
+            return receive, None
+        # Streamed without Content-Length: spool to disk while counting, then replay.
+        # 0600 and unlinked at once; closed by _host_ok once the request is answered.
+        spool = tempfile.TemporaryFile(prefix="dxkit-body-")  # noqa: SIM115
         total = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            total += len(message.get("body", b""))
-            if total > limit:
-                return too_big
-            if not message.get("more_body", False):
-                break
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # the client went away
+                    spool.close()
+                    return receive, None
+                block = message.get("body", b"")
+                total += len(block)
+                if total > limit:
+                    raise too_big
+                spool.write(block)  # page-cache write: cheap enough on the event loop
+                if not message.get("more_body", False):
+                    break
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        finished = False
 
         async def replay() -> Message:
-            return messages.pop(0) if messages else await receive()
+            nonlocal finished
+            if finished:
+                return await receive()  # after the body: disconnect notices
+            block = spool.read(SPOOL_BLOCK)
+            finished = spool.tell() >= total
+            return {"type": "http.request", "body": block, "more_body": not finished}
 
-        return replay
+        return replay, spool
 
-    @staticmethod
-    async def _reply(send: Send, status: int, message: str, request_id: str) -> None:
-        body = _error_body(status, "RequestTooLarge" if status == 413 else "BadRequest",
-                           message, request_id)  # fmt: skip
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+class _RefusedError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+BAD_HOST = (
+    "this server does not answer to that Host name; open it by a name it was started with "
+    "(loopback by default), or start it with --allowed-host NAME"
+)
+
+
+async def _reply(send: Send, status: int, message: str, request_id: str) -> None:
+    kind = {413: "RequestTooLarge", 400: "BadRequest"}.get(status, "BadRequest")
+    body = _error_body(status, kind, message, request_id)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _status_of(err: DxkitError) -> int:
@@ -171,6 +230,29 @@ def _json_error(request: Request, status: int, kind: str, message: str, **extra:
     return JSONResponse(body, status_code=status, headers=extra.get("headers"))
 
 
+# Starlette's words for a multipart body it cannot parse → what the client should do.
+_SEND_FORM = "let the HTTP client build the form (e.g. curl -F files=@scan.dcm URL)"
+MULTIPART_MESSAGES = {
+    "Missing boundary in multipart.": "the Content-Type multipart/form-data has no boundary; "
+    + _SEND_FORM,
+    "Invalid multipart data.": "the multipart body does not match its boundary (cut short or "
+    "hand-built?); " + _SEND_FORM,
+    "There was an error parsing the body": "the multipart body could not be parsed; " + _SEND_FORM,
+}
+
+
+def validation_message(error: Any) -> str:
+    """One FastAPI validation error in plain words (a text value where a file belongs is
+    the usual one)."""
+    where = ".".join(str(x) for x in error.get("loc", ()) if x not in ("body",))
+    field = where.split(".")[0] or "request"
+    if "UploadFile" in str(error.get("msg", "")):
+        return f"{field!r} holds text, not a file; send it as a file part (with a filename)"
+    if error.get("type") == "missing":
+        return f"{field!r} is required"
+    return f"{where or 'request'}: {error.get('msg', 'invalid')}"
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DxkitError)
     async def dxkit_error(request: Request, err: DxkitError) -> JSONResponse:
@@ -181,18 +263,14 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
-        parts = []
-        for e in err.errors():
-            where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
-            parts.append(f"{where or 'request'}: {e.get('msg', 'invalid')}")
-        message = "; ".join(parts) or "the request is malformed"
-        return _json_error(request, 422, "ValidationError", message)
+        message = "; ".join(validation_message(e) for e in err.errors())
+        return _json_error(request, 422, "ValidationError", message or "the request is malformed")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         message = err.detail if isinstance(err.detail, str) else json.dumps(err.detail)
-        if err.status_code == 400 and "parsing the body" in message:
-            message = "the multipart body could not be parsed; send the files as form-data"
+        if err.status_code == 400:
+            message = MULTIPART_MESSAGES.get(message, message)
         return _json_error(
             request, err.status_code, "HTTPError", message, headers=getattr(err, "headers", None)
         )
@@ -216,8 +294,12 @@ def create_app(
     max_unzipped_mb: int = 1024,
     threads: int | None = None,
     parallel: int | None = None,
+    allowed_hosts: list[str] | None = None,
 ) -> FastAPI:
     """The dxkit server for the given checkpoints/exports (loaded once, here).
+
+    ``allowed_hosts``: the ``Host`` names requests may carry (default: loopback names only,
+    which defeats DNS rebinding against a local server); ``["*"]`` accepts any.
 
     ``threads``: intra-op threads per inference (PyTorch's setting is process-wide; None
     leaves it); ``parallel``: inferences at a time (default: one per CPU core).
@@ -226,7 +308,8 @@ def create_app(
         torch.set_num_threads(threads)
     parallel = parallel or os.cpu_count() or 1
     models = load_models([Path(p) for p in model_paths], threads=threads, parallel=parallel)
-    app = FastAPI(
+    # /docs and /redoc from Swagger UI and ReDoc files shipped in fastapi-offline: no CDN.
+    app = FastAPIOffline(
         title="dxkit",
         version=__version__,
         description="Diagnosis from medical scans with heatmaps: upload a scan, get the "
@@ -249,6 +332,12 @@ def create_app(
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    app.add_middleware(Guard, max_bytes=app.state.limits.max_upload_bytes + 2**20)
+    names = LOOPBACK_HOSTS if allowed_hosts is None else allowed_hosts
+    # Host headers carry IPv6 literals in brackets, and Starlette matches them so.
+    hosts = [f"[{h}]" if ":" in h and not h.startswith("[") else h.lower() for h in names]
+    app.state.allowed_hosts = hosts
+    app.add_middleware(
+        Guard, max_bytes=app.state.limits.max_upload_bytes + 2**20, allowed_hosts=hosts
+    )
     log.info("serving %d model(s): %s", len(models), ", ".join(models))
     return app

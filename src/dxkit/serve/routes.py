@@ -13,8 +13,16 @@ from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFil
 
 from dxkit.preprocess.window import WINDOWS
 from dxkit.serve.auth import require_token
+from dxkit.serve.intake import ACCEPTED
 from dxkit.serve.served import Explanation, Findings, ServedModel
-from dxkit.serve.uploads import Limits, RequestError, Scan, read_upload, remove_workdir
+from dxkit.serve.uploads import (
+    PLANE_FIELDS,
+    Limits,
+    RequestError,
+    Scan,
+    read_upload,
+    remove_workdir,
+)
 from dxkit.serve.view import display_side, heatmap_view, plane_view
 
 log = logging.getLogger("dxkit.serve")
@@ -72,14 +80,46 @@ class _Uploads:
     planes: dict[str, UploadFile | None]
 
 
-def _uploads(
+async def _uploads(
+    request: Request,
     files: FilesField = None,
     axial: PlaneField = None,
     coronal: PlaneField = None,
     sagittal: PlaneField = None,
 ) -> _Uploads:
-    """The upload fields predict and explain share (a FastAPI dependency)."""
-    return _Uploads(files, {"axial": axial, "coronal": coronal, "sagittal": sagittal})
+    """The upload fields predict and explain share (a FastAPI dependency); a request with
+    none of them is refused with what is actually wrong with it."""
+    planes = {"axial": axial, "coronal": coronal, "sagittal": sagittal}
+    if not files and not any(planes.values()):
+        content_type = request.headers.get("content-type", "")
+        form = await request.form() if content_type.startswith("multipart/") else None
+        raise RequestError(missing_file_message(content_type, form))
+    return _Uploads(files, planes)
+
+
+def missing_file_message(content_type: str, form: Any) -> str:
+    """Why a request carries no scan: not multipart, no file part, or a misnamed one."""
+    fields = "a file part named 'files' (or 'axial', 'coronal', 'sagittal' for an exam)"
+    if not content_type.startswith("multipart/form-data"):
+        sent = content_type.split(";")[0].strip()
+        is_what = f"is {sent}" if sent else "has no Content-Type"
+        return (
+            f"no file was uploaded: the request {is_what}, not multipart/form-data; send the "
+            f"scan as {fields}"
+        )
+    misnamed = sorted({k for k, v in form.multi_items() if not isinstance(v, str)})
+    if misnamed:
+        return (
+            f"no file was uploaded under the expected name: the form has a file in "
+            f"{', '.join(repr(k) for k in misnamed)}; send it as {fields}"
+        )
+    text = sorted(k for k in form if k in ("files", *PLANE_FIELDS))
+    if text:
+        return (
+            f"no file was uploaded: {', '.join(repr(k) for k in text)} holds text, not a file; "
+            "send it as a file part (with a filename)"
+        )
+    return f"no file was uploaded: the form has no file part; add {fields} ({ACCEPTED})"
 
 
 UploadsField = Annotated[_Uploads, Depends(_uploads)]

@@ -11,6 +11,7 @@ back to that client, never in logs.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import struct
 import warnings
@@ -34,6 +35,7 @@ from dxkit.serve.intake import (
     copy_capped,
 )
 
+log = logging.getLogger("dxkit.serve")
 __all__ = ["PLANE_FIELDS", "Limits", "RequestError", "Scan", "read_upload", "remove_workdir"]
 PLANE_FIELDS: tuple[str, str, str] = ("axial", "coronal", "sagittal")
 ScanKind = Literal["image", "dicom", "series", "array", "exam"]
@@ -71,7 +73,8 @@ class Scan:
 
 
 def _receive(stream: IO[bytes], client: str, dest: Path, limits: Limits) -> ReceivedFile:
-    copy_capped(stream, dest, limits.max_upload_bytes, client)
+    if copy_capped(stream, dest, limits.max_upload_bytes, client) == 0:
+        raise RequestError(f"{client}: the file is empty (0 bytes); choose the scan again", 400)
     return classify(dest, client)
 
 
@@ -303,22 +306,40 @@ def read_upload(
         status = 415 if isinstance(err, UnsupportedFormatError) else 422
         message = _client_message(err, [*local, *by_plane.values()])
         raise RequestError(message, status) from None
-    except (
-        ValueError,
-        TypeError,
-        KeyError,
-        IndexError,
-        AttributeError,
-        OSError,
-        EOFError,
-        struct.error,
-        NotImplementedError,
-        RuntimeError,
-    ) as err:
+    except DECODER_ERRORS as err:
         # Third-party decoders (pydicom's handlers, Pillow) raise this zoo on malformed
-        # input; any of them here means the upload, not the server, is broken.
-        message = _client_message(err, [*local, *by_plane.values()])
-        raise RequestError(f"the upload cannot be read: {message}", 422) from None
+        # input; any of them here means the upload, not the server, is broken. Their text
+        # is Python's, not the user's: it is replaced by plain words (the type is logged).
+        log.info("upload unreadable: %s", type(err).__name__)
+        received = [*local, *by_plane.values()]
+        raise RequestError(unreadable_message(err, received), 422) from None
+
+
+DECODER_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OSError,
+    EOFError,
+    struct.error,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+def unreadable_message(err: BaseException, files: list[ReceivedFile]) -> str:
+    """A decoder's failure in plain words, naming the client's file(s)."""
+    names = sorted({f.client for f in files})
+    what = names[0] if len(names) == 1 else f"one of the {len(names)} files"
+    if isinstance(err, EOFError | struct.error) or "truncat" in str(err).lower():
+        why = "ends before its image data does (truncated?)"
+    elif isinstance(err, NotImplementedError):
+        why = "uses an encoding this server cannot decode; export it uncompressed"
+    else:
+        why = "is damaged, or its header does not match its image data"
+    return f"the upload cannot be read: {what} {why}; send an intact copy"
 
 
 def remove_workdir(workdir: Path) -> None:
