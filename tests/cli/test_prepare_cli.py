@@ -23,7 +23,7 @@ def tree(tmp_path):
 
 def test_dicom_table_and_strict(tree, tmp_path) -> None:
     out = tmp_path / "meta.parquet"
-    result = runner.invoke(app, ["dicom", str(tree), "--out", str(out), "--hash-ids"])
+    result = runner.invoke(app, ["dicom", str(tree), "--out", str(out)])
     assert result.exit_code == 0, result.output
     table = pd.read_parquet(out)
     assert len(table) == 4 and "PatientName" not in table.columns
@@ -35,6 +35,33 @@ def test_dicom_table_and_strict(tree, tmp_path) -> None:
     assert "4 already done" in result.output
     lenient = runner.invoke(app, ["dicom", str(tree), "--out", str(tmp_path / "m2.parquet")])
     assert lenient.exit_code == 0
+
+
+def test_dicom_table_holds_no_identity_unless_keep_phi(tree, tmp_path) -> None:
+    import pydicom
+
+    headers = [pydicom.dcmread(p) for p in sorted(tree.rglob("*.dcm"))]
+    ids = {str(ds.PatientID) for ds in headers}
+    names = {str(ds.PatientName) for ds in headers}
+    out = tmp_path / "meta.parquet"
+    result = runner.invoke(app, ["dicom", str(tree), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = pd.read_parquet(out).astype(str).to_csv()
+    assert not [v for v in ids | names if v in text], "patient identity in the default table"
+    key = tmp_path / "project.key"
+    key.write_text("a-project-secret\n")
+    keyed = tmp_path / "keyed.parquet"
+    assert runner.invoke(app, ["dicom", str(tree), "-o", str(keyed), "--salt-file", str(key)]
+                         ).exit_code == 0  # fmt: skip
+    from dxkit.data.dicom_table import hash_id
+
+    expected = sorted(hash_id(v, "a-project-secret") for v in ids)
+    assert sorted(set(pd.read_parquet(keyed)["PatientID"])) == expected
+    clear = tmp_path / "phi.parquet"
+    result = runner.invoke(app, ["dicom", str(tree), "-o", str(clear), "--keep-phi"])
+    assert result.exit_code == 0 and "patient identity" in result.output
+    table = pd.read_parquet(clear)
+    assert set(table["PatientID"]) == ids and set(table["PatientName"]) == names
 
 
 def test_rsna_cache_with_labels_and_context(tree, tmp_path) -> None:

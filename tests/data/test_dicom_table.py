@@ -7,7 +7,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from dxkit.data.dicom_table import build_dicom_table, errors_path, hash_id
+from dxkit.data.dicom_table import SALT_FILE, build_dicom_table, errors_path, hash_id
 from dxkit.data.synthetic import generate_ct_dataset, write_defect
 from dxkit.io.dicom import PHI_KEYWORDS
 
@@ -40,7 +40,8 @@ def test_rows_errors_and_no_phi(tree, tmp_path) -> None:
     # Tag values agree with pydicom, pixel stats with the pixels.
     row = table.iloc[0]
     ds = pydicom.dcmread(tree / row["file"])
-    assert row["PatientID"] == ds.PatientID and row["Modality"] == "CT"
+    key = (tmp_path / SALT_FILE).read_text().strip()
+    assert row["PatientID"] == hash_id(ds.PatientID, key) and row["Modality"] == "CT"
     assert list(row["ImagePositionPatient"]) == [float(v) for v in ds.ImagePositionPatient]
     assert row["KVP"] == 120 and row["BitsStored"] == 16 and row["RescaleIntercept"] == -1024
     hu = pydicom.pixels.apply_modality_lut(ds.pixel_array, ds)
@@ -54,15 +55,29 @@ def test_header_only_mode_still_catches_defects(tree, tmp_path) -> None:
     assert "pixel_min" not in result.table.columns
 
 
-def test_hash_ids_and_keep_phi(tree, tmp_path) -> None:
-    plain = build_dicom_table(tree, tmp_path / "a.parquet").table
-    hashed = build_dicom_table(tree, tmp_path / "b.parquet", hash_ids=True, salt="s").table
-    assert hashed["PatientID"].tolist() == [hash_id(p, "s") for p in plain["PatientID"]]
-    assert hashed["PatientID"].str.fullmatch(r"[0-9a-f]{16}").all()
-    assert not set(hashed["StudyInstanceUID"]) & set(plain["StudyInstanceUID"])
+def test_identifiers_are_keyed_pseudonyms_unless_keep_phi(tree, tmp_path) -> None:
+    import pydicom
+
     phi = build_dicom_table(tree, tmp_path / "c.parquet", keep_phi=True).table
     assert (phi["PatientName"] == "Phantom^Test").all()
     assert (phi["PatientBirthDate"] == "19700101").all()
+    assert not (tmp_path / SALT_FILE).exists()  # nothing to key in a clear export
+    default = build_dicom_table(tree, tmp_path / "a.parquet").table
+    key = (tmp_path / SALT_FILE).read_text().strip()
+    assert len(key) == 64 and (tmp_path / SALT_FILE).stat().st_mode & 0o077 == 0
+    assert default["PatientID"].tolist() == [hash_id(p, key) for p in phi["PatientID"]]
+    assert default["PatientID"].str.fullmatch(r"[0-9a-f]{16}").all()
+    assert not set(default["StudyInstanceUID"]) & set(phi["StudyInstanceUID"])
+    assert "PatientName" not in default.columns and "PatientBirthDate" not in default.columns
+    again = build_dicom_table(tree, tmp_path / "b.parquet").table  # same project, same key
+    assert again["PatientID"].tolist() == default["PatientID"].tolist()
+    other = tmp_path / "elsewhere" / "m.parquet"  # another project: another key
+    assert not set(build_dicom_table(tree, other).table["PatientID"]) & set(default["PatientID"])
+    # Nothing of the originals anywhere in the default table.
+    originals = {str(pydicom.dcmread(tree / f).get(k)) for f in phi["file"]
+                 for k in ("PatientID", "PatientName")}  # fmt: skip
+    text = default.to_csv()
+    assert originals and not [v for v in originals if v in text]
 
 
 def test_resumes_and_keeps_finished_parts(tree, tmp_path, monkeypatch) -> None:

@@ -76,19 +76,27 @@ def prepare_dicom(
         "meta.parquet"
     ),
     workers: Workers = 1,
-    hash_ids: Annotated[
-        bool, typer.Option(help="Replace PatientID and the UIDs by SHA-256 pseudonyms.")
-    ] = False,
-    salt: Annotated[str, typer.Option(help="Secret mixed into --hash-ids pseudonyms.")] = "",
+    salt_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Secret key of the PatientID/UID pseudonyms (default: dxkit-salt.key beside "
+            "--out, created once; keep it to get the same pseudonyms in later tables)."
+        ),
+    ] = None,
     keep_phi: Annotated[
-        bool, typer.Option(help="Also export patient identity (names, dates, institution).")
+        bool,
+        typer.Option(
+            help="Export patient identity in clear: PatientID and UIDs unhashed, plus names, "
+            "dates, institution. Without it identifiers are keyed pseudonyms."
+        ),
     ] = False,
     pixel_stats: Annotated[
         bool, typer.Option(help="Decode pixels: HU min/max/mean/std and brain-window share.")
     ] = False,
     strict: Strict = False,
 ) -> None:
-    """One row per DICOM file with the tags a study needs; no patient identity by default."""
+    """One row per DICOM file with the tags a study needs; no patient identity unless
+    --keep-phi (PatientID and UIDs become keyed pseudonyms, names and dates are left out)."""
     from dxkit.data.dicom_table import build_dicom_table
 
     _need_folder(folder)
@@ -99,10 +107,9 @@ def prepare_dicom(
             folder,
             out,
             workers=workers,
-            hash_ids=hash_ids,
             keep_phi=keep_phi,
             pixel_stats=pixel_stats,
-            salt=salt,
+            salt_file=salt_file,
             progress=advance,
             total=total,
         )

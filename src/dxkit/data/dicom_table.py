@@ -1,5 +1,13 @@
 """A metadata table of a DICOM tree: one row per file, no patient identity by default.
 
+Identifiers (PatientID and the study/series/instance UIDs) are replaced by keyed
+pseudonyms — HMAC-SHA256 under a secret key of the project, so the same patient keeps the
+same pseudonym across runs of one project (patient-grouped splits still work) while
+nobody without the key can test a guessed identifier against the table. The key is read
+from a key file, created once (mode 0600) beside the table unless another is given. The
+other identifying tags (names, dates, institution, accession number: ``PHI_KEYWORDS``)
+are not exported at all. ``keep_phi=True`` is the only way to get both in clear.
+
 ``build_dicom_table`` scans a folder in parallel worker processes, writes finished chunks
 as Parquet parts beside the output (so an interrupted run resumes where it stopped) and
 collects unreadable files with their reason into an errors table instead of stopping.
@@ -9,8 +17,10 @@ collects unreadable files with their reason into an errors table instead of stop
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
+import secrets
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -46,9 +56,30 @@ LIST_KEYWORDS = (
 ProgressFn = Callable[[int], None]
 
 
-def hash_id(value: str, salt: str = "") -> str:
-    """A stable pseudonym for an identifier (SHA-256, 16 hex digits)."""
-    return hashlib.sha256(f"{salt}{value}".encode()).hexdigest()[:16]
+SALT_FILE = "dxkit-salt.key"
+
+
+def hash_id(value: str, salt: str) -> str:
+    """A stable pseudonym for an identifier: HMAC-SHA256 keyed by ``salt`` (16 hex digits)."""
+    return hmac.new(salt.encode(), str(value).encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def project_salt(path: Path) -> str:
+    """The project's pseudonym key from ``path``, created there once (random, mode 0600)."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another run created it meanwhile
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32) + "\n")
+    salt = path.read_text().strip()
+    if not salt:
+        raise MissingFileError(f"{path}: the pseudonym key file is empty; delete it or fill it")
+    return salt
 
 
 # Sidecar files that sit beside DICOM exports and are certainly not DICOM.
@@ -103,11 +134,11 @@ def _row(path: Path, root: Path, options: dict[str, Any]) -> dict[str, Any]:
     for key in ("hu_repaired", "rescale_missing", *_STAT_COLUMNS):
         if key in meta:
             row[key] = meta[key]
-    if options["hash_ids"]:
+    if not options["keep_phi"]:
         for kw in ID_KEYWORDS:
             if row.get(kw) is not None:
                 row[kw] = hash_id(str(row[kw]), options["salt"])
-    if options["keep_phi"]:
+    else:
         for kw, value in dataset_meta(ds, PHI_KEYWORDS).items():
             row[kw] = str(value)
     return row
@@ -248,15 +279,18 @@ def build_dicom_table(
     out: Path | str,
     *,
     workers: int = 1,
-    hash_ids: bool = False,
     keep_phi: bool = False,
     pixel_stats: bool = False,
-    salt: str = "",
+    salt_file: Path | str | None = None,
     chunk_size: int = 32,
     progress: ProgressFn | None = None,
     total: Callable[[int], None] | None = None,
 ) -> TableResult:
     """Scan ``root`` into ``out`` (Parquet) plus ``<out>.errors.parquet``; resumes a stopped run.
+
+    Identifiers are pseudonymised with the key in ``salt_file`` (default: ``dxkit-salt.key``
+    beside ``out``, created on first use) and other identity is left out, unless
+    ``keep_phi``.
 
     ``total`` is called once with the number of files still to read (for progress bars).
     """
@@ -267,7 +301,8 @@ def build_dicom_table(
     todo = [p for p in files if p.relative_to(root).as_posix() not in done]
     if total:
         total(len(todo))
-    options = {"pixel_stats": pixel_stats, "hash_ids": hash_ids, "keep_phi": keep_phi, "salt": salt}
+    salt = "" if keep_phi else project_salt(Path(salt_file or out.parent / SALT_FILE))
+    options = {"pixel_stats": pixel_stats, "keep_phi": keep_phi, "salt": salt}
     run_chunks(
         _rows_for_chunk, chunked(todo, chunk_size), (root, options), parts, workers, progress
     )
