@@ -6,6 +6,12 @@ show the scan untouched. Small scans are enlarged (nearest neighbour for the sca
 bilinear for the smooth map) so a 28–64 px image is readable. A montage tiles the slices of
 a series on ONE colour scale (the caller's ``vmax``), numbers every slice and frames the
 deciding slice.
+
+Every display map carries its scale (``scale_note`` and a colour bar, ``with_scale_bar``):
+1 is the map's own maximum (a volume's slices share their volume's), and the map is drawn
+at ``evidence_weight`` of that — probability / threshold, at most 1 — so a map reaches
+full heat only for a positive call, and a clear negative (p below half its threshold)
+never crosses the legend's ``RELEVANT`` mark, wherever its relative maximum happens to lie.
 """
 
 from __future__ import annotations
@@ -23,6 +29,46 @@ from dxkit.errors import ConfigError
 DECIDING_COLOUR = (0, 230, 118)  # a green that no "jet"/"inferno" value takes
 TEXT_COLOUR = (255, 255, 255)
 BACKGROUND = (18, 18, 18)
+RELEVANT = 0.5  # the colour bar's "relevant" mark on the 0–1 display scale
+
+
+def evidence_weight(probability: float, threshold: float) -> float:
+    """How strongly a finding's map is drawn: ``probability / threshold``, in [0, 1]."""
+    if not threshold > 0:
+        return 1.0
+    return float(min(1.0, max(0.0, probability / threshold)))
+
+
+def scale_note(probability: float, threshold: float, reference: str = "map's maximum") -> str:
+    """What 1 on the colour bar means for this map, in words."""
+    weight = evidence_weight(probability, threshold)
+    note = f"scale: 1 = this {reference}"
+    if weight < 1:
+        note += f" × {weight:.2f} (p {probability:.2f} < threshold {threshold:.2f})"
+    return note
+
+
+def with_scale_bar(image: Image.Image, note: str, cmap: str = "jet") -> Image.Image:
+    """``image`` with a colour bar (0 → 1, the ``RELEVANT`` mark) and ``note`` underneath."""
+    size = max(11, image.width // 30)
+    bar_h, pad = max(8, size), 6
+    canvas = Image.new("RGB", (image.width, image.height + bar_h + 2 * size + 3 * pad), BACKGROUND)
+    canvas.paste(image, (0, 0))
+    left, right = pad, image.width - pad
+    ramp = colormaps[cmap](np.linspace(0.0, 1.0, max(2, right - left)))[:, :3]
+    strip = np.repeat((255 * ramp[None]).astype(np.uint8), bar_h, axis=0)
+    top = image.height + pad
+    canvas.paste(Image.fromarray(strip), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    font = _font(size)
+    mark = left + RELEVANT * (right - left)
+    draw.line([(mark, top - 2), (mark, top + bar_h + 2)], fill=TEXT_COLOUR, width=2)
+    label_y = top + bar_h + 2
+    draw.text((left, label_y), "0", fill=TEXT_COLOUR, font=font)
+    draw.text((mark - 2 * size, label_y), "relevant", fill=TEXT_COLOUR, font=font)
+    draw.text((right - size // 2, label_y), "1", fill=TEXT_COLOUR, font=font)
+    draw.text((left, label_y + size + 2), note, fill=TEXT_COLOUR, font=font)
+    return canvas
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -98,11 +144,15 @@ def save_overlay(
     alpha: float = 0.6,
     cmap: str = "jet",
     min_side: int = 256,
+    scale: str | None = None,
 ) -> Path:
-    """Write one overlay PNG (with an optional caption strip underneath)."""
+    """Write one overlay PNG (with an optional caption strip underneath, and a colour bar
+    with the ``scale`` note when given)."""
     image = overlay_image(grey, heat, alpha=alpha, cmap=cmap, min_side=min_side, marker=marker)
     if title:
         image = _with_caption(image, title)
+    if scale:
+        image = with_scale_bar(image, scale, cmap)
     return _save(image, path)
 
 
@@ -136,9 +186,11 @@ def save_montage(
     columns: int | None = None,
     alpha: float = 0.6,
     cmap: str = "jet",
+    scale: str | None = None,
 ) -> Path:
     """Tile the slices ``(D, H, W)`` of a series with their maps (already on one 0–1 scale)
-    into one PNG; the ``deciding`` slice gets a coloured frame and ``deciding_label``."""
+    into one PNG; the ``deciding`` slice gets a coloured frame and ``deciding_label``; a
+    colour bar with the ``scale`` note when given."""
     greys, heats = np.asarray(greys), np.asarray(heats)
     if greys.ndim != 3 or greys.shape != heats.shape:
         raise ConfigError(
@@ -177,7 +229,7 @@ def save_montage(
             draw.text(
                 (x + 3, y + tile_h - font_size - 4), deciding_label, fill=DECIDING_COLOUR, font=font
             )
-    return _save(canvas, path)
+    return _save(with_scale_bar(canvas, scale, cmap) if scale else canvas, path)
 
 
 def save_map(path: str | Path, raw: np.ndarray) -> Path:

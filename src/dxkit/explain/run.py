@@ -23,7 +23,13 @@ from dxkit.errors import CheckpointError, DataSourceError
 from dxkit.explain.cam import CamExplainer, Heatmap
 from dxkit.explain.faithfulness import Fill, deletion_check
 from dxkit.explain.geometry import display_image, normalise, prepare_scan
-from dxkit.explain.overlay import save_map, save_montage, save_overlay
+from dxkit.explain.overlay import (
+    evidence_weight,
+    save_map,
+    save_montage,
+    save_overlay,
+    scale_note,
+)
 from dxkit.explain.volume import ExamHeatmaps, exam_inputs, explain_exam, peak_slice, plane_network
 
 log = logging.getLogger(__name__)
@@ -132,13 +138,19 @@ def _explain_classifier(
         }
         grey = display_image(pre, array)
         caption = f"{heat.finding}  p={heat.probability:.3f}  {ask.method} @ {heat.layer}"
+        threshold = float(predictor.thresholds[heat.finding_index])
+        scale = (
+            evidence_weight(heat.probability, threshold),
+            scale_note(heat.probability, threshold),
+        )
         if pre.spatial_dims == 2:
             row["peak"] = dict(zip(("row", "column"), heat.peak, strict=True))
             row["files"]["overlay"] = save_overlay(
-                out / f"{stem}.png", grey, heat.normalised, title=caption, marker=heat.peak
-            ).name
+                out / f"{stem}.png", grey, heat.normalised * scale[0], title=caption,
+                marker=heat.peak, scale=scale[1],
+            ).name  # fmt: skip
         else:
-            row |= _volume_outputs(out, stem, grey, heat, caption)
+            row |= _volume_outputs(out, stem, grey, heat, caption, scale)
         if ask.check:
             x = prepare_scan(pre, array, str(scan))
             result = deletion_check(
@@ -156,7 +168,8 @@ def _explain_classifier(
         "method": ask.method,
         "layer": explainer.layer,
         "scale": "maps (.npy) in the method's raw units; each overlay is scaled to its own "
-        "scan's maximum, the slices of one volume share that volume's scale",
+        "scan's maximum (the slices of one volume share that volume's scale) times "
+        "probability/threshold (at most 1), so only a positive call reaches full heat",
         "scans": rows,
     }
 
@@ -169,10 +182,10 @@ def _image_score(explainer: CamExplainer, index: int) -> Callable[[torch.Tensor]
 
 
 def _volume_outputs(
-    out: Path, stem: str, grey: np.ndarray, heat: Heatmap, caption: str
+    out: Path, stem: str, grey: np.ndarray, heat: Heatmap, caption: str, scale: tuple[float, str]
 ) -> dict[str, Any]:
     """Montage of all slices on the volume's one scale, peak slice framed; its overlay."""
-    display = heat.normalised
+    display = heat.normalised * scale[0]
     peak = peak_slice(heat.raw)
     montage = save_montage(
         out / f"{stem}.montage.png",
@@ -182,6 +195,7 @@ def _volume_outputs(
         deciding_label="peak",
         title=f"{caption}  (one scale for all slices)",
         tile=_tile(len(grey)),
+        scale=scale[1],
     )
     overlay = save_overlay(
         out / f"{stem}.png",
@@ -189,6 +203,7 @@ def _volume_outputs(
         display[peak],
         title=f"{caption}  slice {peak}",
         marker=heat.peak[1:],
+        scale=scale[1],
     )
     return {
         "peak": dict(zip(("slice", "row", "column"), heat.peak, strict=True)),

@@ -205,8 +205,12 @@ def _window(model: Any) -> tuple[float, float]:
     return tuple(windows[0]) if windows else WINDOWS["brain"]
 
 
-def _heatmap_json(scan: Scan, ex: Explanation, view: bool) -> dict[str, Any]:
+def _heatmap_json(scan: Scan, ex: Explanation, view: bool, model: ServedModel) -> dict[str, Any]:
+    from dxkit.explain.overlay import RELEVANT, evidence_weight, scale_note
+
     top = max(float(m.max()) for m in ex.maps.values())
+    threshold = model.thresholds[model.label_names.index(ex.finding)]
+    weight = evidence_weight(ex.probability, threshold)
     out: dict[str, Any] = {
         "finding": ex.finding,
         "method": ex.method,
@@ -215,6 +219,13 @@ def _heatmap_json(scan: Scan, ex: Explanation, view: bool) -> dict[str, Any]:
         "slices": ex.slices,
         "peak": ex.peak,
         "raw_max": top,
+        "scale": {
+            "reference": "map maximum",  # 1 = the maximum over this answer's maps
+            "shared": "the slices and planes of this answer",
+            "weight": weight,  # probability / threshold, at most 1
+            "relevant": RELEVANT,
+            "note": scale_note(ex.probability, threshold, "answer's map maximum"),
+        },
     }
     if view:
         views = {}
@@ -222,7 +233,7 @@ def _heatmap_json(scan: Scan, ex: Explanation, view: bool) -> dict[str, Any]:
             a = scan.planes[plane]
             depth, channels = (a.shape[1], 1) if a.ndim == 4 else (1, a.shape[0])
             size = display_side(a.shape[-2], a.shape[-1], depth, channels)
-            views[plane] = heatmap_view(maps, ex.slices[plane], size, top)
+            views[plane] = heatmap_view(maps, ex.slices[plane], size, top, weight)
         out["view"] = views
     return out
 
@@ -269,6 +280,6 @@ def explain(
             headers={"content-disposition": 'attachment; filename="dxkit-results.zip"'},
         )
     body = _answer(request, served, scan, found, view, start)
-    body["heatmap"] = _heatmap_json(scan, ex, view)
+    body["heatmap"] = _heatmap_json(scan, ex, view, served)
     body["seconds"] = round(time.perf_counter() - start, 4)
     return body

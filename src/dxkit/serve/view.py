@@ -69,12 +69,13 @@ def plane_view(array: np.ndarray, hounsfield: bool) -> dict[str, Any]:
 
 
 def heatmap_view(
-    maps: np.ndarray, slices: list[int], size: tuple[int, int], scale: float
+    maps: np.ndarray, slices: list[int], size: tuple[int, int], scale: float, weight: float = 1.0
 ) -> dict[str, Any]:
     """Heatmaps ``(N, H, W)`` (for the listed slice indices) divided by ``scale`` (their
-    common maximum, so slices compare) as uint8 at the display ``size``."""
+    common maximum, so slices compare) and drawn at ``weight`` (``evidence_weight``) as
+    uint8 at the display ``size``: 255 is full heat."""
     small = shrink(maps[:, None], size)[:, 0]
-    unit = np.clip(small / scale, 0.0, 1.0) if scale > 0 else np.zeros_like(small)
+    unit = np.clip(small * (weight / scale), 0.0, 1.0) if scale > 0 else np.zeros_like(small)
     data = np.rint(unit * 255).astype(np.uint8)
     return {
         "slices": slices,
