@@ -108,6 +108,7 @@ def test_chunked_upload_under_the_limit_is_served(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     same = client.post("/v1/predict", files=[("files", ("x.png", image, "image/png"))])
     assert r.json()["findings"] == same.json()["findings"]
+    assert r.json()["computed_at"].endswith("+00:00")  # when, for the page's result label
 
 
 # --- hosts -------------------------------------------------------------------------------

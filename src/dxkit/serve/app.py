@@ -50,6 +50,17 @@ PAGE_HEADERS = [
     ),
     (b"x-frame-options", b"DENY"),
 ]
+# /docs and /redoc: their own files only (ReDoc's sidebar would fetch a logo from its CDN);
+# inline script and style, which Swagger UI's page and ReDoc's styling need.
+DOCS_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        b"script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; frame-ancestors 'none'",
+    ),
+    (b"x-frame-options", b"DENY"),
+]
+DOCS_PATHS = ("/docs", "/redoc")
 
 
 def _error_body(status: int, kind: str, message: str, request_id: str) -> bytes:
@@ -119,6 +130,8 @@ class Guard:
                 headers.append((b"x-content-type-options", b"nosniff"))
                 if page:
                     headers.extend(PAGE_HEADERS)
+                elif path in DOCS_PATHS:
+                    headers.extend(DOCS_HEADERS)
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -6,6 +6,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -179,6 +180,7 @@ def _answer(
             "file_windows": [{"center": c, "width": w} for c, w in scan.file_windows],
         }
     body["seconds"] = round(time.perf_counter() - start, 4)
+    body["computed_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return body
 
 

@@ -53,6 +53,7 @@ class Scan:
     modality: str | None = None
     file_windows: list[tuple[float, float]] = field(default_factory=list)
     dicom_headers: list[Any] = field(default_factory=list)  # pydicom Datasets, not logged
+    description: str | None = None  # the DICOM SeriesDescription (shown to the client)
 
     def summary(self) -> dict[str, Any]:
         """What the response says about the scan: shapes and modality, no identity."""
@@ -68,6 +69,7 @@ class Scan:
             "files": self.files,
             "modality": self.modality,
             "hounsfield": self.hounsfield,
+            "series_description": self.description,
             "planes": planes,
         }
 
@@ -181,8 +183,11 @@ def _dicom_scan(files: list[ReceivedFile], budget: PixelBudget) -> Scan:
 
     windows = file_windows(first)
 
+    description = str(headers[0].get("SeriesDescription") or "").strip() or None
+
     def scan(kind: ScanKind, array: np.ndarray, files: int, dicoms: list[Any]) -> Scan:
-        return Scan(kind, {"scan": array}, files, hounsfield, modality, windows, dicoms)
+        return Scan(kind, {"scan": array}, files, hounsfield, modality, windows, dicoms,
+                    description)  # fmt: skip
 
     if len(images) == 1:
         pixels = images[0].pixels

@@ -9,6 +9,15 @@ const $ = (id) => document.getElementById(id);
 const PLANE_FIELDS = ["axial", "coronal", "sagittal"];
 // Perceptually ordered dark-to-bright stops (inferno-like) for the heatmap.
 const HEAT_STOPS = [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]];
+// What the file chooser offers for each input kind a model accepts (/v1/models "accepts").
+const ACCEPT = {
+  png: { ext: [".png", "image/png"], word: "PNG" },
+  jpeg: { ext: [".jpg", ".jpeg", "image/jpeg"], word: "JPEG" },
+  dicom: { ext: [".dcm", ".dicom", "application/dicom"], word: "one DICOM" },
+  "dicom-series": { ext: [], word: "the DICOM files of a series" },
+  zip: { ext: [".zip", "application/zip"], word: "a zip of them" },
+  npy: { ext: [".npy"], word: ".npy" },
+};
 
 function token() {
   return $("token").value || sessionStorage.getItem("dxkit-token") || "";
@@ -73,6 +82,10 @@ function modelChanged() {
   const exam = m.kind === "exam";
   $("exam-upload").hidden = !exam;
   $("single-upload").hidden = exam;
+  // Offer only what this model reads: a CT model is not offered PNG/JPEG.
+  const kinds = (m.accepts || []).filter((k) => k in ACCEPT);
+  $("files").accept = kinds.flatMap((k) => ACCEPT[k].ext).join(",");
+  $("files-label").textContent = "Scan: " + kinds.map((k) => ACCEPT[k].word).join(", ");
   const heat = m.explain ? "heatmaps: " + m.explain_methods.join(", ") : "no heatmaps (ONNX)";
   $("model-info").textContent = `Finds ${m.findings.join(", ")}. Expects ${m.expected_input}. ${heat}.`;
 }
@@ -105,27 +118,66 @@ function uploadForm(finding) {
   return form;
 }
 
+// The previous result leaves the screen the moment a new analysis starts: a result is
+// never shown beside an error or under another scan's name.
+function clearResult() {
+  state.result = null;
+  state.planes = {};
+  $("result").hidden = true;
+  $("viewer").hidden = true;
+  $("planes").replaceChildren();
+  $("findings").querySelector("tbody").replaceChildren();
+  $("heatmap-note").hidden = true;
+  $("heat-legend").hidden = true;
+  $("input-warning").hidden = true;
+  showError("");
+}
+
+function uploadedNames(m) {
+  if (m.kind === "exam") return PLANE_FIELDS.map((p) => $("plane-" + p).files[0]).filter(Boolean).map((f) => f.name);
+  return [...$("files").files].map((f) => f.name);
+}
+
 async function analyse(finding) {
   const m = currentModel();
+  clearResult();
   let form;
   try { form = uploadForm(finding); } catch (err) { showError(err.message); return; }
-  showError("");
+  const names = uploadedNames(m);
   $("analyse").disabled = true;
   setStatus(m.explain ? "Analysing and computing the heatmap…" : "Analysing…");
   const started = performance.now();
   try {
     const result = await api(m.explain ? "/v1/explain" : "/v1/predict", { method: "POST", body: form });
     state.result = result;
+    renderLabel(result, names);
     renderFindings(result, m);
     renderViewer(result, m);
+    $("result").hidden = false;
     const secs = ((performance.now() - started) / 1000).toFixed(1);
     setStatus(`Done in ${secs} s (request ${result.request_id}).`);
   } catch (err) {
+    clearResult();
     setStatus("");
     showError(err.message);
   } finally {
     $("analyse").disabled = false;
   }
+}
+
+function renderLabel(result, names) {
+  const scan = result.scan;
+  const shown = names.length > 3 ? `${names.slice(0, 3).join(", ")} and ${names.length - 3} more` : names.join(", ");
+  const slices = Object.values(scan.planes).reduce((n, p) => n + p.slices, 0);
+  const parts = [`Result for ${shown}`];
+  if (scan.series_description) parts.push(`series “${scan.series_description}”`);
+  parts.push(`${slices} slice${slices === 1 ? "" : "s"}`);
+  const when = result.computed_at ? new Date(result.computed_at) : new Date();
+  parts.push(`computed ${when.toLocaleString()}`);
+  $("result-label").textContent = parts.join(" · ");
+  const warning = typeof result.input_warning === "string" ? result.input_warning : "";
+  $("input-warning").textContent = warning;
+  $("input-warning").hidden = !warning;
 }
 
 function renderFindings(result, model) {
@@ -163,10 +215,33 @@ function renderFindings(result, model) {
   if (result.heatmap) {
     const h = result.heatmap;
     note.textContent = `Heatmap: ${h.method} on layer ${h.layer} for “${h.finding}”; brightest at ${h.peak.plane} slice ${h.peak.slice + 1}. Click a finding to explain another.`;
+    renderLegend(h.scale);
   } else {
     note.textContent = "This model runs as ONNX: predictions only, no heatmap.";
   }
   note.hidden = false;
+}
+
+// The colour bar under the findings: the heat colours 0 → 1, the "relevant" mark, and what
+// 1 means (the map's maximum, dimmed by probability / threshold for a call under it).
+function renderLegend(scale) {
+  if (!scale) return;
+  const bar = $("heat-bar");
+  const ctx = bar.getContext("2d");
+  for (let x = 0; x < bar.width; x++) {
+    const [r, g, b] = heatColor(x / (bar.width - 1));
+    ctx.fillStyle = `rgb(${r},${g},${b})`;
+    ctx.fillRect(x, 0, 1, bar.height);
+  }
+  const mark = Math.round(scale.relevant * (bar.width - 1));
+  ctx.fillStyle = "#e8edf2";
+  ctx.fillRect(mark - 1, 0, 2, bar.height);
+  $("relevant-mark").style.left = `${(100 * scale.relevant).toFixed(1)}%`;
+  const shared = scale.shared ? ` (one scale for ${scale.shared})` : "";
+  $("heat-scale").textContent = `Colours are relative: 1 = this answer's map maximum${shared}` +
+    (scale.weight < 1 ? `, drawn at ×${scale.weight.toFixed(2)} because the probability is under the threshold — a negative call never reaches full heat.` : ".");
+  bar.dataset.weight = String(scale.weight);
+  $("heat-legend").hidden = false;
 }
 
 // --- viewer -------------------------------------------------------------------------------
