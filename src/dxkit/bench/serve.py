@@ -4,7 +4,10 @@ One server process holds the same 256 px 2-D classifier twice — the PyTorch ch
 (eager) and its ONNX export — and an asynchronous httpx client sends PNG uploads to
 ``/v1/predict`` at a fixed concurrency, alternating the two backends in blocks so machine
 load drifts hit both alike. Reported per backend: p50/p99 latency, requests/s, errors, and
-the server's resident memory before and after (a leak shows as growth).
+the server's resident memory before and after (a leak shows as growth). A last row sends
+``OVERSIZED_UPLOADS`` concurrent chunked uploads (no Content-Length) well over the
+server's limit and reports their answers and the server's peak RSS growth meanwhile
+(target < ``TARGET_OVERSIZED_MB``: refused bodies must not be held in memory).
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ from dxkit.errors import DxkitError
 log = logging.getLogger(__name__)
 TARGET_SPEEDUP = 1.5
 TARGET_TAIL = 3.0
+SERVER_LIMIT_MB = 64  # --max-upload-mb of the bench server (PNG uploads are ~70 KB)
+OVERSIZED_UPLOADS = 4
+OVERSIZED_MB = 250  # each, the size the issue-16 review sent
+TARGET_OVERSIZED_MB = 50.0
 
 
 def write_random_checkpoint(
@@ -154,11 +161,90 @@ async def _load(
         phase.seconds += time.perf_counter() - start
 
 
+@dataclass
+class Oversized:
+    """Concurrent oversized chunked uploads: what came back and the server's RSS."""
+
+    answers: list[str] = field(default_factory=list)
+    rss_before: float = 0.0
+    rss_peak: float = 0.0
+
+    @property
+    def growth(self) -> float:
+        return self.rss_peak - self.rss_before
+
+
+async def _oversized(url: str, count: int, mb: int) -> list[str]:
+    """``count`` concurrent POSTs of ``mb`` MB each, streamed chunked (no Content-Length);
+    each answer as its status code. Raw HTTP/1.1 over asyncio streams (httpx cannot read an
+    answer that arrives while it is still sending): the answer is read while sending, and
+    sending stops when it arrives, as a browser does."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    block = bytes(2**20)  # one block sent again and again: the client stays small
+    head = (
+        f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nTransfer-Encoding: chunked\r\n"
+        "Content-Type: multipart/form-data; boundary=bench\r\n\r\n"
+    ).encode()
+    frame = f"{len(block):x}\r\n".encode() + block + b"\r\n"
+
+    async def one() -> str:
+        reader, writer = await asyncio.open_connection(host, port)
+        answer = asyncio.create_task(reader.readline())
+        try:
+            writer.write(head)
+            for _ in range(mb):
+                if answer.done():
+                    break
+                writer.write(frame)
+                await writer.drain()
+            else:
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        except ConnectionError:
+            pass  # the server answered and hung up: the answer is read below
+        try:
+            line = await asyncio.wait_for(answer, timeout=60)
+            return line.split()[1].decode() if line else "closed without an answer"
+        except (ConnectionError, TimeoutError) as err:
+            return type(err).__name__
+        finally:
+            writer.close()
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+def measure_oversized(server: Any, url: str, count: int, mb: int) -> Oversized:
+    """Send the oversized uploads while sampling the server's RSS every 20 ms."""
+    import threading
+
+    result = Oversized(rss_before=server.memory_info().rss / 2**20)
+    result.rss_peak = result.rss_before
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            result.rss_peak = max(result.rss_peak, server.memory_info().rss / 2**20)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result.answers = asyncio.run(_oversized(url, count, mb))
+    finally:
+        done.set()
+        sampler.join()
+    return result
+
+
 def _start_server(models: list[Path], port: int, threads: int) -> subprocess.Popen[bytes]:
     code = (
         "import sys, uvicorn\n"
         "from dxkit.serve.app import create_app\n"
-        f"app = create_app([*sys.argv[2:]], threads={threads})\n"
+        f"app = create_app([*sys.argv[2:]], threads={threads}, "
+        f"max_upload_mb={SERVER_LIMIT_MB})\n"
         "uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[1]), log_level='warning', "
         "access_log=False)\n"
     )
@@ -230,6 +316,9 @@ def run(
                         phase.rss_before = rss
                     asyncio.run(_load(base + "/v1/predict", served, png, count, concurrency, phase))
                     phase.rss_after = server.memory_info().rss / 2**20
+            oversized = measure_oversized(
+                server, base + "/v1/predict", OVERSIZED_UPLOADS, OVERSIZED_MB
+            )
         finally:
             proc.terminate()
             try:
@@ -238,6 +327,7 @@ def run(
                 proc.kill()
     rows = {name: phase.row(name) for name, phase in phases.items()}
     body = _table(rows, requests, concurrency, size, model, threads)
+    body += "\n\n" + _oversized_table(oversized)
     write_section(
         "serve",
         "Serving load (REST API on loopback)",
@@ -289,3 +379,25 @@ def _table(
         f"{verdict(errors == 0)}); largest RSS growth over a backend's run: {growth:+.0f} MB.",
     ]
     return "\n".join(lines)
+
+
+def _oversized_table(result: Oversized) -> str:
+    answers = ", ".join(sorted(result.answers))
+    ok = result.growth < TARGET_OVERSIZED_MB and all(a != "200" for a in result.answers)
+    return "\n".join(
+        [
+            f"{OVERSIZED_UPLOADS} concurrent chunked uploads (no Content-Length) of "
+            f"{OVERSIZED_MB} MB each to a server limited to {SERVER_LIMIT_MB} MB "
+            "(`--max-upload-mb`), after the load above:",
+            "",
+            "| uploads | MB each | answers | RSS before MB | RSS peak MB | growth MB |",
+            "|---|---|---|---|---|---|",
+            f"| {OVERSIZED_UPLOADS} | {OVERSIZED_MB} | {answers} | {result.rss_before:.0f} "
+            f"| {result.rss_peak:.0f} | {result.growth:+.0f} |",
+            "",
+            f"Server RSS growth under oversized chunked uploads: {result.growth:+.0f} MB "
+            f"(target < {TARGET_OVERSIZED_MB:.0f} MB, every upload refused: "
+            f"{'met' if ok else '**missed**'}). Before the fix each such body was held in "
+            "memory up to the limit.",
+        ]
+    )
