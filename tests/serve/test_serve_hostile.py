@@ -193,3 +193,23 @@ def test_docs_load_from_this_server_only(client: TestClient) -> None:
         for url in urls:
             assert not re.match(r"(https?:)?//", url), f"{page} loads {url}"
             assert client.get(url).status_code == 200, url
+
+
+def test_unsafe_checkpoint_refusal_is_whole_sentences() -> None:
+    import os
+
+    import torch
+
+    from dxkit.errors import CheckpointError
+
+    evil = TMP / "evil.ckpt"
+    torch.save({"state_dict": {}, "dxkit": {"run": os.getcwd}}, evil)
+    with pytest.raises(CheckpointError) as refused_load:
+        create_app([evil])
+    message = str(refused_load.value)
+    assert "cannot be loaded safely" in message and "getcwd" in message
+    assert message.endswith("use a checkpoint written by dxkit.")
+    assert "weights_only` set to `False" not in message  # torch's unsafe advice is not passed on
+    (TMP / "junk.ckpt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"damaged or not a PyTorch checkpoint"):
+        create_app([TMP / "junk.ckpt"])

@@ -8,6 +8,7 @@ validation, and the dxkit version. Loading always uses ``torch.load(weights_only
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,13 +58,24 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt/untrusted files
-        raise CheckpointError(
-            f"{path}: cannot be loaded safely ({type(err).__name__}: {str(err)[:200]}); "
-            "use a checkpoint written by dxkit"
-        ) from None
+        raise CheckpointError(_unsafe_message(path, err)) from None
     if not isinstance(ckpt, dict) or "dxkit" not in ckpt:
         raise CheckpointError(f"{path}: not a dxkit checkpoint (no 'dxkit' metadata)")
     return ckpt
+
+
+def _unsafe_message(path: Path, err: Exception) -> str:
+    """Why a weights-only load refused ``path``, in whole sentences (torch's own text is long
+    and suggests the unsafe load; it is not passed on)."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    if found:
+        why = (
+            f"it refers to Python code ({found.group(1)}) that a weights-only load refuses to "
+            "run, so it was not loaded"
+        )
+    else:
+        why = f"it is damaged or not a PyTorch checkpoint ({type(err).__name__})"
+    return f"{path}: cannot be loaded safely: {why}; use a checkpoint written by dxkit."
 
 
 def checkpoint_kind(path: str | Path) -> str:
