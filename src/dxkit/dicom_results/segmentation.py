@@ -78,6 +78,15 @@ def build_segmentation(
 
 def read_mask(hd: Any, dataset: Any, source_instance_uid: str) -> np.ndarray:
     """The ``(H, W)`` 0/1 mask a SEG holds for one source instance (round-trip check)."""
+    import copy
+
+    dataset = copy.deepcopy(dataset)
+    for group in dataset.get("SharedFunctionalGroupsSequence", []):
+        for measures in group.get("PixelMeasuresSequence", []):
+            # Slice Thickness is type 1C (volumes only) and rightly absent for projection
+            # radiographs, but highdicom's reader requires it: fill the reading copy only.
+            if "SliceThickness" not in measures:
+                measures.SliceThickness = 1.0
     seg = hd.seg.Segmentation.from_dataset(dataset)
     pixels = seg.get_pixels_by_source_instance(
         source_sop_instance_uids=[source_instance_uid], segment_numbers=[1]

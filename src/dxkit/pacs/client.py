@@ -11,6 +11,8 @@ from pydicom.dataset import Dataset
 
 from dxkit.pacs.retry import with_retries
 
+ANY_SYNTAX = (("application/dicom", "*"),)
+
 
 def hashed(uid: str) -> str:
     """What logs may say about a UID: a short one-way hash."""
@@ -77,10 +79,12 @@ class PacsClient:
         return [Dataset.from_json(m) for m in meta]
 
     def retrieve_series(self, study: str, series: str) -> list[Dataset]:
+        """Instances as stored (any transfer syntax: a PACS that transcodes compressed
+        images may change pixel values; pydicom decodes what was stored)."""
         return list(
             self._call(
                 f"retrieving series {hashed(series)}",
-                lambda: self.web.retrieve_series(study, series),
+                lambda: self.web.retrieve_series(study, series, media_types=ANY_SYNTAX),
             )
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from dxkit.dicom_results import build_report, reference_headers, result_uid
 from dxkit.dicom_results.capture import build_heatmap_capture, display_grey
 from dxkit.dicom_results.identity import MANUFACTURER
 from dxkit.dicom_results.segmentation import build_segmentation
+from dxkit.io.dicom import lenient_values
 from dxkit.pacs.client import PacsClient, hashed
 from dxkit.pacs.errors import NoSuitableSeriesError
 from dxkit.pacs.inference import ModelOutput, PacsModel
@@ -75,6 +77,13 @@ def _candidates(client: PacsClient, study: str) -> dict[str, list[Dataset]]:
 
 def build_results(hd: Any, model: PacsModel, output: ModelOutput) -> list[Dataset]:
     """The result objects in store order: SEG / SC first, the report last."""
+    # pydicom and highdicom warn (and pydicom logs) with header values: none may reach logs.
+    with lenient_values(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _build_results(hd, model, output)
+
+
+def _build_results(hd: Any, model: PacsModel, output: ModelOutput) -> list[Dataset]:
     headers = [ds for slot in output.used.values() for ds in slot]
     refs = reference_headers(headers)
     objects = []
