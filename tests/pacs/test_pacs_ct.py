@@ -6,6 +6,7 @@ series is reported, and an unreachable or crashing PACS ends in a clear error.""
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import pydicom
@@ -17,7 +18,7 @@ hd = pytest.importorskip("highdicom")
 pytest.importorskip("dicomweb_client")
 
 from dxkit.dicom_results import read_report  # noqa: E402
-from dxkit.pacs.client import PacsClient  # noqa: E402
+from dxkit.pacs.client import PacsClient, hashed  # noqa: E402
 from dxkit.pacs.errors import PacsError  # noqa: E402
 from dxkit.pacs.inference import PacsModel  # noqa: E402
 from dxkit.pacs.rules import SeriesRules  # noqa: E402
@@ -154,3 +155,31 @@ def _file(orthanc: Orthanc, instance_id: str) -> bytes:
     r = requests.get(f"{orthanc.rest}/instances/{instance_id}/file", timeout=30)
     r.raise_for_status()
     return r.content
+
+
+def test_undecodable_instance_is_skipped_and_named_in_the_report(
+    orthanc: Orthanc, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """...and the log, even at DEBUG, names the study and the instance by hashes only."""
+    from dxkit.data.synthetic import generate_ct_dataset
+
+    caplog.set_level(logging.DEBUG)
+    generate_ct_dataset(tmp_path / "ct", n_patients=1, slices_per_patient=5, size=64, seed=31)
+    files = sorted((tmp_path / "ct").rglob("*.dcm"))
+    broken = pydicom.dcmread(files[2])
+    broken.PixelData = broken.PixelData[: len(broken.PixelData) // 2]  # half the pixels
+    broken.save_as(files[2])
+    orthanc.upload(files)
+    study = str(broken.StudyInstanceUID)
+    outcome = run_study(PacsClient(orthanc.dicomweb), PacsModel(ct_checkpoint()), study)
+    assert outcome.status == "written" and outcome.skipped == [str(broken.SOPInstanceUID)]
+    sr_series = next(s for s in orthanc.series_of(study) if s["MainDicomTags"]["Modality"] == "SR")
+    report = read_report(hd, pydicom.dcmread(io.BytesIO(_file(orthanc, sr_series["Instances"][0]))))
+    assert len(report.skipped) == 1 and report.skipped[0].startswith(str(broken.SOPInstanceUID))
+    assert str(broken.SOPInstanceUID) not in report.referenced and len(report.referenced) == 4
+    for value in (study, str(broken.SOPInstanceUID), str(broken.PatientID)):
+        assert value not in caplog.text
+    assert hashed(study) in caplog.text
+    good = [p for p in files if p != files[2]]
+    for name, p in expected_findings(good).items():
+        assert report.findings[name].probability == pytest.approx(p, abs=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,14 @@ from pydicom.dataset import Dataset
 from dxkit.pacs.retry import with_retries
 
 ANY_SYNTAX = (("application/dicom", "*"),)
+# dicomweb-client and urllib3 log request URLs (which hold study/series UIDs) at DEBUG;
+# pynetdicom logs SOP Instance UIDs of every C-STORE: our logs carry hashed UIDs only.
+QUIET_LOGGERS = ("dicomweb_client", "pynetdicom", "urllib3.connectionpool")
+
+
+def quiet_third_party_logs() -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def hashed(uid: str) -> str:
@@ -30,6 +39,7 @@ class PacsClient:
     def __init__(self, url: str, timeout: float = 30.0, attempts: int = 4) -> None:
         from dicomweb_client.api import DICOMwebClient
 
+        quiet_third_party_logs()
         self.url = url
         self.attempts = attempts
         self.web = DICOMwebClient(url=url, session=_TimeoutSession(timeout))

@@ -20,7 +20,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from dxkit.errors import ConfigError, DxkitError
-from dxkit.pacs.client import hashed
+from dxkit.pacs.client import hashed, quiet_third_party_logs
 from dxkit.pacs.errors import NoSuitableSeriesError, PacsError
 from dxkit.pacs.inference import PacsModel
 from dxkit.pacs.rules import pick_series
@@ -118,6 +118,7 @@ class Listener:
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+        quiet_third_party_logs()
         ae = AE(ae_title=self.aet)
         for context in StoragePresentationContexts:
             if context.abstract_syntax is not None:
