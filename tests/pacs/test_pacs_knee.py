@@ -90,8 +90,10 @@ def write_knee_study(root: Path, out: Path) -> tuple[str, list[Path]]:
 
 
 def test_knee_exam_gets_a_report_matching_the_exam_predictor(
-    orthanc: Orthanc, tmp_path: Path
+    orthanc: Orthanc, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    """Run through the CLI, selecting the study by its accession number."""
+    from dxkit.cli import main
     from dxkit.serve.exam_predict import ExamPredictor
 
     bundle = tiny_exam_bundle(tmp_path / "bundle.ckpt")
@@ -99,8 +101,11 @@ def test_knee_exam_gets_a_report_matching_the_exam_predictor(
     orthanc.upload(files)
     model = PacsModel(bundle)
     assert model.kind == "exam"
-    outcome = run_study(PacsClient(orthanc.dicomweb), model, study)
-    assert outcome.status == "written", outcome
+    with pytest.raises(SystemExit) as exit_:
+        main(["pacs", "run", str(bundle), "--url", orthanc.dicomweb, "--accession", "ACC-KNEE"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "written" in out and "Comprehensive" in out and study not in out
     series = {s["MainDicomTags"].get("Modality"): s for s in orthanc.series_of(study)}
     sr_id = series["SR"]["Instances"][0]
     sr = pydicom.dcmread(io.BytesIO(requests.get(f"{orthanc.rest}/instances/{sr_id}/file",
