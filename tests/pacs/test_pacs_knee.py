@@ -119,3 +119,6 @@ def test_knee_exam_gets_a_report_matching_the_exam_predictor(
         assert got.positive == expected.positive[finding]
     assert report.referenced == {str(pydicom.dcmread(p).SOPInstanceUID) for p in files}
     assert run_study(PacsClient(orthanc.dicomweb), model, study).status == "already done"
+    client = PacsClient(orthanc.dicomweb)  # --since: studies from that date on (20260101)
+    assert study in client.find_studies(since="2025-12-31")
+    assert study not in client.find_studies(since="2026-01-02")

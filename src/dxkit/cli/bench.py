@@ -172,7 +172,6 @@ def bench_pacs_command(
     plain dicomweb-client retrieve + store of the same study (Orthanc: its REST API clears
     earlier results between rounds)."""
     import shlex
-    import sys
 
     from dxkit.bench.pacs import Case, bench_pacs
     from dxkit.bench.results import write_section
@@ -188,7 +187,8 @@ def bench_pacs_command(
         )
     root = url.rstrip("/")
     body = bench_pacs(f"{root}/dicom-web", root, cases, rounds=rounds)
-    command = "dxkit bench pacs " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+    args = ["--url", url, "--rounds", str(rounds)] + [a for c in case for a in ("--case", c)]
+    command = "dxkit bench pacs " + " ".join(shlex.quote(a) for a in args)
     path = write_section("pacs", "PACS integration (Orthanc, loopback)", command, body, results)
     console.print(Markdown(body))
     console.print(f"written to {path}")
