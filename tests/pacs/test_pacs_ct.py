@@ -14,6 +14,7 @@ import pytest
 from deploy_fixtures import ct_checkpoint, ct_series
 from orthanc_server import Orthanc, start_orthanc
 
+pytestmark = pytest.mark.pacs
 hd = pytest.importorskip("highdicom")
 pytest.importorskip("dicomweb_client")
 

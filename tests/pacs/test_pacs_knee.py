@@ -16,6 +16,7 @@ from orthanc_server import Orthanc
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+pytestmark = pytest.mark.pacs
 hd = pytest.importorskip("highdicom")
 pytest.importorskip("dicomweb_client")
 

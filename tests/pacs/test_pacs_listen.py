@@ -13,11 +13,12 @@ import requests
 from deploy_fixtures import ct_checkpoint
 from orthanc_server import Orthanc
 
+pytestmark = pytest.mark.pacs
 pytest.importorskip("pynetdicom")
 pytest.importorskip("highdicom")
 
-from dxkit.pacs.inference import PacsModel
-from dxkit.pacs.listen import Destination, Listener
+from dxkit.pacs.inference import PacsModel  # noqa: E402
+from dxkit.pacs.listen import Destination, Listener  # noqa: E402
 
 
 def test_study_sent_by_orthanc_comes_back_with_results(orthanc: Orthanc, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import requests
 import yaml
 from orthanc_server import Orthanc
 
+pytestmark = pytest.mark.pacs
 hd = pytest.importorskip("highdicom")
 pytest.importorskip("dicomweb_client")
 
