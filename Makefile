@@ -9,13 +9,13 @@ LOCK   := requirements/lock.txt
 # Every install takes the exact tested set in $(LOCK) as pip constraints (make lock renews it).
 PIP    := $(BIN)/python -m pip install --quiet --constraint $(LOCK)
 
-.PHONY: demo test test-slow test-typer-floor lint lock check-lock bench browser-deps clean
+.PHONY: demo test test-slow test-typer-floor lint lock check-lock bench browser-deps pacs-deps clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) pip setuptools wheel
 	# No build isolation: dxkit is built with the locked setuptools, not today's release.
-	$(PIP) --no-build-isolation -e ".[dev,dicom-out]"
+	$(PIP) --no-build-isolation -e ".[dev,dicom-out,pacs]"
 	$(BIN)/python scripts/check_lock.py $(LOCK)
 	touch $(STAMP)
 
@@ -33,10 +33,14 @@ demo: $(STAMP)
 browser-deps:
 	@bash scripts/ensure-chromium.sh
 
-test: $(STAMP) browser-deps
+# PACS tests need Debian's orthanc + orthanc-dicomweb; same rule as chromium.
+pacs-deps:
+	@bash scripts/ensure-orthanc.sh
+
+test: $(STAMP) browser-deps pacs-deps
 	$(BIN)/python -m pytest
 
-test-slow: $(STAMP) browser-deps
+test-slow: $(STAMP) browser-deps pacs-deps
 	$(BIN)/python -m pytest -m slow
 
 # The CLI's usage errors on the oldest typer that pyproject.toml allows.

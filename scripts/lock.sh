@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-$(command -v python3.11 || command -v python3)}
-extras=${LOCK_EXTRAS:-dev,dicom-out}
+extras=${LOCK_EXTRAS:-dev,dicom-out,pacs}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$python" -m venv "$tmp/venv"

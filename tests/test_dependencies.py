@@ -28,7 +28,8 @@ RUNTIME_ONLY = {
     "python-multipart": "FastAPI's parser for the server's file uploads",
 }
 # Optional groups a folder (first part of the path under src/dxkit) may import from.
-GROUP_USERS = {"bench": {"bench"}, "dicom-out": {"serve", "cli"}}
+PACS_USERS = {"dicom_results", "pacs", "serve", "cli", "bench"}
+GROUP_USERS = {"bench": {"bench"}, "dicom-out": PACS_USERS, "pacs": PACS_USERS}
 
 
 def canonical(name: str) -> str:

@@ -56,7 +56,17 @@ def _root(
     predict, explain and serve."""
 
 
-COMMAND_MODULES = ("run", "demo", "bench", "prepare", "explain", "explore", "serve")
+COMMAND_MODULES = (
+    "run",
+    "demo",
+    "bench",
+    "prepare",
+    "explain",
+    "explore",
+    "serve",
+    "pacs",
+    "listen",
+)
 
 
 def _register() -> None:

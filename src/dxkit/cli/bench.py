@@ -156,3 +156,39 @@ def bench_exam(
         data_root, tuple(part), results, minutes, repeats, threads, work, memory, epochs
     )
     console.print(Markdown(body))
+
+
+@bench_app.command("pacs")
+def bench_pacs_command(
+    url: Annotated[str, typer.Option(help="Orthanc REST root, e.g. http://127.0.0.1:8042")],
+    case: Annotated[
+        list[str],
+        typer.Option(help="LABEL=MODEL=FOLDER: a model and a folder of DICOM studies (repeat)."),
+    ],
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds per study.")] = 3,
+    results: Results = DEFAULT_RESULTS,
+) -> None:
+    """Pull → infer → push latency per stage and studies per minute, per modality, beside a
+    plain dicomweb-client retrieve + store of the same study (Orthanc: its REST API clears
+    earlier results between rounds)."""
+    import shlex
+
+    from dxkit.bench.pacs import Case, bench_pacs
+    from dxkit.bench.results import write_section
+    from dxkit.errors import ConfigError
+
+    cases = []
+    for text in case:
+        parts = text.split("=", 2)
+        if len(parts) != 3:
+            raise ConfigError(f"--case {text!r}: write LABEL=MODEL=FOLDER")
+        cases.append(
+            Case(parts[0], _need(Path(parts[1]), "model"), _need(Path(parts[2]), "folder"))
+        )
+    root = url.rstrip("/")
+    body = bench_pacs(f"{root}/dicom-web", root, cases, rounds=rounds)
+    args = ["--url", url, "--rounds", str(rounds)] + [a for c in case for a in ("--case", c)]
+    command = "dxkit bench pacs " + " ".join(shlex.quote(a) for a in args)
+    path = write_section("pacs", "PACS integration (Orthanc, loopback)", command, body, results)
+    console.print(Markdown(body))
+    console.print(f"written to {path}")

@@ -275,7 +275,7 @@ def explain(
     if output == "dicom":
         from dxkit.serve.dicom_out import results_zip
 
-        data = results_zip(scan, ex, _findings_json(served, found), served.name, _window(served))
+        data = results_zip(scan, ex, _findings_json(served, found), served, _window(served))
         return Response(
             data,
             media_type="application/zip",
