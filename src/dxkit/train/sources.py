@@ -41,6 +41,9 @@ def load_source(cfg: RunConfig) -> SourceData:
             test_fraction=d.test_fraction,
             seed=cfg.seed,
             input_kind=kind,
+            layout=d.layout,
+            id_column=d.id_column,
+            path_pattern=d.path_pattern,
         )
     if d.source == "rsna":
         from dxkit.data.sources.rsna import load_rsna
@@ -113,6 +116,7 @@ def build_preprocessing(cfg: RunConfig, source: SourceData) -> Preprocessing:
     if size is None:
         log.info("preprocess.size not set and scans have no common size: using %d", 224)
         size = DEFAULT_FOLDER_SIZE
+    _log_input_choice(cfg, source, size)
     return Preprocessing(
         spatial_dims=source.spatial_dims,
         in_chans=in_chans,
@@ -122,6 +126,19 @@ def build_preprocessing(cfg: RunConfig, source: SourceData) -> Preprocessing:
         window_names=resolved[1] if resolved else None,
         mean=[0.0] * in_chans,
         std=[1.0] * in_chans,
+    )
+
+
+def _log_input_choice(cfg: RunConfig, source: SourceData, size: int) -> None:
+    """Say which size and channels a folder run trains at, and why (``scan_survey`` rules)."""
+    sides = source.extra.get("size_range")
+    if not isinstance(sides, (tuple, list)):
+        return
+    lo, hi = sides
+    spread = f"{lo}–{hi}" if lo != hi else f"{lo}"
+    why = "preprocess.size" if cfg.preprocess.size else "median side, capped; set preprocess.size"
+    log.info(
+        "resizing %s px images to %d (%s); %s", spread, size, why, source.extra.get("channel_rule")
     )
 
 
