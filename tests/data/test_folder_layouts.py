@@ -110,5 +110,5 @@ def test_layout_keys_are_validated() -> None:
 
     with pytest.raises(ConfigError, match="layout"):
         config_from_dict({"name": "t", "data": {"source": "folder", "layout": "zip"}})
-    with pytest.raises(ConfigError, match="unknown key 'data.id_col'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.id_col'"):
         config_from_dict({"name": "t", "data": {"source": "folder", "id_col": "id"}})

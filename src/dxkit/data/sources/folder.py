@@ -21,10 +21,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from dxkit.data.source import InputKind, LabelledSet, SourceData, Task
-from dxkit.data.splits import check_no_leakage, split_indices
 from dxkit.data.scan_survey import survey_scans
+from dxkit.data.source import InputKind, LabelledSet, SourceData, Task
 from dxkit.data.sources.folder_layouts import class_folder_table, id_pattern_table
+from dxkit.data.splits import check_no_leakage, split_indices
 from dxkit.errors import DataSourceError, MissingFileError
 
 log = logging.getLogger(__name__)
