@@ -52,9 +52,11 @@ def train(
 ) -> None:
     """Train a model from a recipe into runs/<name>/ and evaluate it."""
     from dxkit.train.config import load_config
+    from dxkit.train.run_folder import cleaned_up_on_failure
 
     cfg = load_config(config, overrides or [])
-    result = importlib.import_module(TRAINERS[cfg.task]).fit(cfg, resume=resume)
+    with cleaned_up_on_failure(cfg, resume=resume):
+        result = importlib.import_module(TRAINERS[cfg.task]).fit(cfg, resume=resume)
     if not result.is_main_process:
         return
     console.print(f"run folder: [bold]{result.run_dir}[/] (best val score {result.best_score})")
