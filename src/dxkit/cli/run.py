@@ -91,6 +91,9 @@ def predict(
         list[Path], typer.Argument(help="Scans (PNG/JPEG/DICOM/npy) or an exam folder.")
     ],
     out: Annotated[Path | None, typer.Option(help="Write a CSV (and masks) here.")] = None,
+    exam: Annotated[
+        str | None, typer.Option(help="With an MRNet split folder: only this exam id.")
+    ] = None,
 ) -> None:
     """Print (or write as CSV) the probability of each finding for each scan."""
     from dxkit.serve.predictor import Predictor
@@ -102,7 +105,10 @@ def predict(
     else:
         kind, ckpt = _kind_of(checkpoint)
         if kind in PREDICTORS:
-            renderable = importlib.import_module(PREDICTORS[kind]).run_predict(ckpt, files, out)
+            chosen = {"exam_id": exam} if exam is not None and kind == "exam" else {}
+            renderable = importlib.import_module(PREDICTORS[kind]).run_predict(
+                ckpt, files, out, **chosen
+            )
             console.print(renderable)
             return
         predictor = Predictor.from_checkpoint(ckpt)
