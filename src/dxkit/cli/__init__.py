@@ -58,7 +58,7 @@ def _root(
     predict, explain and serve."""
 
 
-COMMAND_MODULES = ("run", "demo", "bench", "prepare", "explain", "explore", "serve")
+COMMAND_MODULES = ("init", "run", "demo", "bench", "prepare", "explain", "explore", "serve")
 
 
 def _register() -> None:

@@ -23,7 +23,11 @@ import pandas as pd
 
 from dxkit.data.scan_survey import survey_scans
 from dxkit.data.source import InputKind, LabelledSet, SourceData, Task
-from dxkit.data.sources.folder_layouts import class_folder_table, id_pattern_table
+from dxkit.data.sources.folder_layouts import (
+    class_folder_table,
+    find_id_column,
+    id_pattern_table,
+)
 from dxkit.data.splits import check_no_leakage, split_indices
 from dxkit.errors import DataSourceError, MissingFileError
 
@@ -75,14 +79,17 @@ def _read_table(csv: Path, need_path: bool = True) -> pd.DataFrame:
     return table.apply(lambda col: col.str.strip())
 
 
-def _label_table(
+def label_table(
     root: Path,
     csv: Path | None,
     layout: FolderLayout,
     id_column: str | None,
     path_pattern: str | None,
 ) -> tuple[pd.DataFrame, Path]:
-    """The ``path``/labels/split table of ``root`` and the file messages name."""
+    """The ``path``/labels/split table of ``root`` and the file messages name.
+
+    A CSV without a ``path`` column and without ``id_column`` has its id column guessed
+    (``folder_layouts.find_id_column``) and says which in the log."""
     no_csv = csv is None and not any(root.glob("*.csv"))
     if layout == "class_folders" or (layout == "auto" and no_csv):
         table = class_folder_table(root)
@@ -96,7 +103,12 @@ def _label_table(
     csv = find_label_csv(root) if csv is None else Path(csv)
     if not csv.is_file():
         raise MissingFileError(f"{csv}: label CSV not found; give its path (data.csv)")
-    table = _read_table(csv, need_path=id_column is None)
+    table = _read_table(csv, need_path=False)
+    if id_column is None and PATH_COLUMN not in table.columns:
+        id_column, path_pattern = find_id_column(root, table)
+        if id_column is None:
+            _read_table(csv)  # raises the no-'path'-column error
+        log.info("%s: scans named by column %r as %s", csv, id_column, path_pattern)
     if id_column is not None:
         table, _ = id_pattern_table(root, csv, table, id_column, path_pattern)
     return table, csv
@@ -247,7 +259,7 @@ def load_folder(
     root = Path(root)
     if not root.is_dir():
         raise MissingFileError(f"{root}: no such folder; give the folder that holds the scans")
-    table, csv = _label_table(root, csv, layout, id_column, path_pattern)
+    table, csv = label_table(root, csv, layout, id_column, path_pattern)
     labels, label_names, task, class_names = parse_labels(csv, table)
     paths = _resolve_paths(csv, root, table)
     groups = table[GROUP_COLUMN].to_numpy(dtype=str) if GROUP_COLUMN in table.columns else None
@@ -306,5 +318,6 @@ def load_folder(
             "class_names": class_names,
             "size_range": survey.size_range,
             "channel_rule": survey.channel_rule(),
+            "survey": survey,
         },
     )

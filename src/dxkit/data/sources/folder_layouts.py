@@ -27,6 +27,7 @@ SPLIT_FOLDERS = {
     "validation": "val",
     "test": "test",
 }
+ID_COLUMN_NAMES = ("id", "image_id", "imageid", "image", "filename", "file", "name", "study_id")
 SCAN_FILE_SUFFIXES = frozenset(s for s in SCAN_SUFFIXES if s != ".npz")
 
 
@@ -129,3 +130,20 @@ def id_pattern_table(
             "'{id}.png' or 'images/{id:03d}.png'"
         )
     return out, pattern
+
+
+def find_id_column(root: Path, table: pd.DataFrame) -> tuple[str | None, str | None]:
+    """The column whose first value names a scan file under ``root``, and its pattern.
+
+    Columns named like ids (``id``, ``image_id``, ``filename``...) are tried first; 0/1
+    columns are never taken for ids (``0`` would match ``000.png``)."""
+    named = [c for c in table.columns if str(c).lower() in ID_COLUMN_NAMES]
+    rest = [c for c in table.columns if c not in named]
+    for column in named + rest:
+        values = table[column].astype(str)
+        if values.empty or (column in rest and set(values) <= {"0", "1"}):
+            continue
+        pattern = guess_path_pattern(root, values.iloc[0])
+        if pattern is not None:
+            return str(column), pattern
+    return None, None
