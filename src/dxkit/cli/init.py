@@ -39,7 +39,7 @@ def init(
     inv = inspect_data(data_dir)
     console.print(f"[bold]{inv.root}[/]")
     for line in inv.lines:
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     if not inv.trainable:
         raise DataSourceError(
             f"{inv.root}: no labels found, so no config was written; sort the scans into class "
@@ -63,4 +63,4 @@ def init(
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(starter_yaml(recipe, header))
-    console.print(f"wrote [bold]{out}[/]; train with: dxkit train {out}")
+    console.print(f"wrote [bold]{out}[/]; train with: dxkit train {out}", soft_wrap=True)
