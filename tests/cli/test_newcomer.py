@@ -215,10 +215,11 @@ def test_newcomer_goes_from_init_to_report_without_a_traceback(
     if task == "exam":
         ok(["predict", str(run_dir), str(data / "valid"), "--out", "pred.csv"])
     else:
-        scan = _first_scan(data.parent if data.is_file() else data)
         if data.is_file():  # MedMNIST: a scan of its own kind, as a PNG
             scan = tmp_path / "one.png"
             Image.fromarray(np.load(data)["test_images"][0]).save(scan)
+        else:
+            scan = _first_scan(data)
         ok(["predict", str(run_dir), str(scan), "--out", "pred.csv"])
         if task == "classify":
             ok(["explain", str(run_dir), str(scan), "--out", "heatmaps"])

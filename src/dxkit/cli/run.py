@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dxkit.cli import app
+from dxkit.errors import InvalidScanError
 
 console = Console()
 # Each task kind has its own training, evaluation and prediction module with the same
@@ -94,6 +95,9 @@ def predict(
     exam: Annotated[
         str | None, typer.Option(help="With an MRNet split folder: only this exam id.")
     ] = None,
+    strict_inputs: Annotated[
+        bool, typer.Option(help="Refuse scans unlike the training data (see input_warning).")
+    ] = False,
 ) -> None:
     """Print (or write as CSV) the probability of each finding for each scan."""
     from dxkit.serve.predictor import Predictor
@@ -114,15 +118,23 @@ def predict(
         predictor = Predictor.from_checkpoint(ckpt)
     predictions = predictor.predict_files(files)
     names = predictor.label_names
+    flagged = [p for p in predictions if getattr(p, "input_warning", None)]
+    if strict_inputs and flagged:
+        raise InvalidScanError(
+            f"{flagged[0].source}: {flagged[0].input_warning} ({len(flagged)} of "
+            f"{len(predictions)} scans); check the inputs, or drop --strict-inputs to predict "
+            "with a warning"
+        )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["file", *names, *[f"{n}_positive" for n in names]])
+            writer.writerow(["file", *names, *[f"{n}_positive" for n in names], "input_warning"])
             for p in predictions:
                 writer.writerow(
                     [p.source, *[f"{p.probabilities[n]:.6f}" for n in names]]
                     + [int(p.positive[n]) for n in names]
+                    + [getattr(p, "input_warning", None) or ""]
                 )
         console.print(f"wrote {len(predictions)} rows to {out}")
         return
@@ -131,6 +143,8 @@ def predict(
         cells = [f"{p.probabilities[n]:.4f}{' +' if p.positive[n] else ''}" for n in names]
         table.add_row(p.source, *cells)
     console.print(table)
+    for p in flagged:
+        console.print(f"[bold yellow]warning:[/] {p.source}: {p.input_warning}", soft_wrap=True)
 
 
 @app.command("lr-find")

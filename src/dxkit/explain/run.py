@@ -111,6 +111,7 @@ def _explain_classifier(
     path: Path, scans: Sequence[str | Path], out: Path, ask: _Request
 ) -> dict[str, Any]:
     from dxkit.io import read_scan
+    from dxkit.preprocess.input_profile import check_input
     from dxkit.serve.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(path)
@@ -121,6 +122,9 @@ def _explain_classifier(
     for scan in map(Path, scans):
         array = read_scan(scan)
         heat = explainer.explain(array, ask.finding, source=str(scan))
+        warning = check_input(predictor.loaded.meta.get("input_profile"), array)
+        if warning:
+            log.warning("%s: %s", scan, warning)
         stem = f"{names(scan)}.{_slug(heat.finding)}.{ask.method}"
         row: dict[str, Any] = {
             "source": str(scan),
@@ -128,6 +132,7 @@ def _explain_classifier(
             "probability": heat.probability,
             "logit": heat.logit,
             "map_max": float(heat.raw.max()),
+            "input_warning": warning,
             "files": {"map": save_map(out / f"{stem}.npy", heat.raw).name},
         }
         grey = display_image(pre, array)

@@ -142,6 +142,22 @@ def _log_input_choice(cfg: RunConfig, source: SourceData, size: int) -> None:
     )
 
 
+def training_input_profile(
+    source: SourceData, max_scans: int = 64, seed: int = 0
+) -> dict[str, object]:
+    """The input guard's profile of up to ``max_scans`` training scans as read (seeded)."""
+    from dxkit.data.dataset import read_item
+    from dxkit.preprocess.input_profile import profile_inputs
+
+    items = source.splits["train"].items
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(items), min(len(items), max_scans), replace=False)
+    survey = source.extra.get("survey")
+    modalities = getattr(survey, "modalities", None)
+    modality = modalities.most_common(1)[0][0] if modalities else None
+    return profile_inputs((read_item(items[int(i)])[0] for i in picks), modality, seed)
+
+
 def class_weights(labels: np.ndarray, task: str) -> torch.Tensor:
     """Loss weights against class imbalance: BCE ``pos_weight`` = negatives/positives per
     label; cross-entropy weight = N / (K × count) per class."""
