@@ -73,8 +73,16 @@ def explain(
         cells = [Path(row["source"]).name, row["finding"], f"{row['probability']:.4f}", where]
         if check:
             cells.append(
-                "; ".join(f"{d['drop_top']:+.3f} / {d['drop_random']:+.3f}" for d in drops if d)
+                "; ".join(
+                    f"{d['drop_top']:+.3f} / {d['drop_random']:+.3f}: {d['verdict']}"
+                    for d in drops
+                    if d
+                )
             )
         table.add_row(*cells)
     console.print(table)
     console.print(f"method {summary['method']} on layer {summary['layer']}; wrote {out / SUMMARY}")
+    if check:
+        from dxkit.explain.faithfulness import VERDICT_RULE
+
+        console.print(f"verdict: {VERDICT_RULE}", soft_wrap=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -64,7 +64,7 @@ def train(
     if evaluate:
         evaluator = importlib.import_module(EVALUATORS[cfg.task])
         ev = evaluator.evaluate_checkpoint(result.best_checkpoint)
-        _print_scores(ev.split, ev.scores)
+        _print_scores(ev.split, ev.scores, getattr(ev, "payload", None))
         console.print(f"report: {ev.report_html}")
 
 
@@ -79,7 +79,7 @@ def evaluate_cmd(
     kind, ckpt = _kind_of(run_or_checkpoint)
     evaluator = importlib.import_module(EVALUATORS[kind])
     ev = evaluator.evaluate_checkpoint(ckpt, split=split, tta=tta, out_dir=out)
-    _print_scores(ev.split, ev.scores)
+    _print_scores(ev.split, ev.scores, getattr(ev, "payload", None))
     console.print(f"report: {ev.report_json} and {ev.report_html}")
 
 
@@ -140,7 +140,7 @@ def predict(
         return
     table = Table("file", *names)
     for p in predictions:
-        cells = [f"{p.probabilities[n]:.4f}{' +' if p.positive[n] else ''}" for n in names]
+        cells = [f"{p.probabilities[n]:.3f}{' +' if p.positive[n] else ''}" for n in names]
         table.add_row(p.source, *cells)
     console.print(table)
     for p in flagged:
@@ -164,6 +164,7 @@ def lr_find(
     console.print(f"plot: {result.plot}")
 
 
-def _print_scores(split: str, scores: dict[str, float]) -> None:
-    text = ", ".join(f"{k.upper()} {v:.4f}" for k, v in scores.items())
-    console.print(f"{split}: {text}")
+def _print_scores(split: str, scores: dict[str, float], payload: Any = None) -> None:
+    from dxkit.evaluate.verdicts import score_line
+
+    console.print(score_line(split, scores, payload), soft_wrap=True, highlight=False)
