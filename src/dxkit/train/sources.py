@@ -145,9 +145,15 @@ def _log_input_choice(cfg: RunConfig, source: SourceData, size: int) -> None:
 def training_input_profile(
     source: SourceData, max_scans: int = 64, seed: int = 0
 ) -> dict[str, object]:
-    """The input guard's profile of up to ``max_scans`` training scans as read (seeded)."""
+    """The input guard's profile of up to ``max_scans`` training scans as read (seeded).
+
+    Empty for a prepared head-CT cache (``ct_recipe``): its model takes raw HU DICOMs and
+    prepared uint8 slices alike, so the cached values say nothing about valid inputs."""
     from dxkit.data.dataset import read_item
     from dxkit.preprocess.input_profile import profile_inputs
+
+    if source.extra.get("ct_recipe") is not None:
+        return {}
 
     items = source.splits["train"].items
     rng = np.random.default_rng(seed)
