@@ -70,7 +70,7 @@ def explain(
         else:
             where = ", ".join(f"{k} {v}" for k, v in row["peak"].items())
             drops = [row.get("faithfulness")]
-        cells = [Path(row["source"]).name, row["finding"], f"{row['probability']:.4f}", where]
+        cells = [Path(row["source"]).name, row["finding"], f"{row['probability']:.3f}", where]
         if check:
             cells.append(
                 "; ".join(
