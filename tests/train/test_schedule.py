@@ -8,6 +8,7 @@ import logging
 import pytest
 import torch
 
+from dxkit.train import schedule
 from dxkit.train.schedule import build_scheduler, onecycle_fits
 
 
@@ -30,8 +31,11 @@ def test_short_runs_fall_back_to_cosine_and_run(
     total: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     opt = _opt()
+    schedule._WARNED.clear()
     with caplog.at_level(logging.WARNING, logger="dxkit.train.schedule"):
         sched = build_scheduler(opt, "onecycle", float(total), 0.25, [0.1])
+        build_scheduler(_opt(), "onecycle", float(total), 0.25, [0.1])  # said once only
+    assert len(caplog.records) == 1
     assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR)
     assert "using cosine annealing" in caplog.text and "needs at least 5" in caplog.text
     for _ in range(total):

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 log = logging.getLogger(__name__)
+_WARNED: set[tuple[int, float]] = set()
 
 
 def onecycle_fits(total_steps: int, warmup_fraction: float) -> bool:
@@ -36,7 +37,11 @@ def build_scheduler(
     total = max(int(total_steps), 1) if math.isfinite(total_steps) else 1
     if schedule == "onecycle" and not onecycle_fits(total, warmup_fraction):
         need = math.floor(1 / warmup_fraction) + 1
-        log.warning(
+        # Exam runs train one network per plane and fold: say it once per step count.
+        level = logging.WARNING if (total, warmup_fraction) not in _WARNED else logging.DEBUG
+        _WARNED.add((total, warmup_fraction))
+        log.log(
+            level,
             "one-cycle schedule needs at least %d optimiser steps with warmup_fraction %g, this "
             "run has %d (epochs × batches per epoch); using cosine annealing instead (more "
             "epochs, a smaller batch_size or train.schedule: cosine silence this)",
