@@ -162,6 +162,9 @@ def test_init_recognises_the_layout_and_writes_a_config_that_loads(
         assert re.search(r"largest side 20–92 px", text)
     if layout == "DICOM CT tree":
         assert cfg.preprocess.windows and "CT ×20" in text
+        # split by patient from the DICOM PatientIDs, which appear nowhere as they are
+        assert "patients: 20 (DICOM PatientID, hashed)" in text and "leakage risk: none" in text
+        assert "P01" not in text and "P01" not in header
     if layout == "path CSV + patients":
         assert "patients: 12" in text and "leakage risk: none" in text
     # init never overwrites silently

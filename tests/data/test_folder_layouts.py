@@ -112,3 +112,27 @@ def test_layout_keys_are_validated() -> None:
         config_from_dict({"name": "t", "data": {"source": "folder", "layout": "zip"}})
     with pytest.raises(ConfigError, match=r"unknown key 'data\.id_col'"):
         config_from_dict({"name": "t", "data": {"source": "folder", "id_col": "id"}})
+
+
+def test_dicom_patient_ids_group_the_split_hashed(tmp_path: Path) -> None:
+    """A DICOM tree without a patient_id column is split by the (hashed) PatientID."""
+    from dxkit.data.splits import check_no_leakage
+    from dxkit.data.synthetic import write_ct_slice
+
+    rng = np.random.default_rng(0)
+    for y, cls in enumerate(["no_bleed", "bleed"]):
+        for i in range(16):
+            patient = f"PAT{y}{i // 2}"  # two slices per patient
+            write_ct_slice(
+                tmp_path / cls / f"{i}.dcm",
+                rng.normal(30, 5, (12, 12)).astype(np.float32),
+                patient_id=patient,
+                study_uid=f"1.2.{y}.{i // 2}",
+                series_uid=f"1.2.{y}.{i // 2}.1",
+                instance_number=i % 2 + 1,
+                position_z=float(i % 2),
+            )
+    data = load_folder(tmp_path, val_fraction=0.25, test_fraction=0.25)
+    groups = np.concatenate([s.groups for s in data.splits.values()])  # type: ignore[misc]
+    assert len(set(groups)) == 16 and not any(g.startswith("PAT") for g in groups)
+    check_no_leakage(data.splits)  # no patient in two splits

@@ -41,6 +41,14 @@ class ScanSurvey:
     modalities: Counter[str] = field(default_factory=Counter)
     shapes: Counter[str] = field(default_factory=Counter)
     patient_ids: Counter[bool] = field(default_factory=Counter)  # DICOM: has a PatientID
+    patient_keys: list[str | None] | None = None  # per scan, in order; None when sampled
+
+    def dicom_groups(self) -> np.ndarray | None:
+        """Hashed DICOM PatientIDs of every scan, when every scan was read and has one."""
+        keys = self.patient_keys
+        if keys is None or any(k is None for k in keys):
+            return None
+        return np.asarray(keys, dtype=str)
 
     @property
     def in_chans(self) -> int:
@@ -95,6 +103,7 @@ def survey_scans(paths: Sequence[Path], seed: int = 0) -> ScanSurvey:
         modalities=Counter(h.modality for h in headers if h.modality),
         shapes=Counter("×".join(str(s) for s in h.spatial) for h in headers),
         patient_ids=Counter(h.has_patient_id for h in headers if h.has_patient_id is not None),
+        patient_keys=[h.patient_key for h in headers] if len(headers) == len(paths) else None,
     )
 
 

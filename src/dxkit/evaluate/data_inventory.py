@@ -272,7 +272,10 @@ def _identity_lines(data: SourceData, survey: ScanSurvey) -> list[str]:
             leak = "none: no patient is in two splits"
         except DataSourceError as err:
             leak = f"HIGH: {err}"
-        return [f"patients: {patients} (patient_id column)", f"leakage risk: {leak}"]
+        where = (
+            "DICOM PatientID, hashed" if survey.dicom_groups() is not None else "patient_id column"
+        )
+        return [f"patients: {patients} ({where})", f"leakage risk: {leak}"]
     with_id = survey.patient_ids.get(True, 0)
     dicom_note = (
         f"; {with_id} DICOM files carry a PatientID, but the folder source does not read it"

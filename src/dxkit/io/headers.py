@@ -7,6 +7,7 @@ NumPy (``mmap_mode``) read only the header.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class ScanHeader:
     mode: str  # Pillow mode, DICOM photometric interpretation or NumPy dtype
     modality: str | None = None  # DICOM Modality (CT, CR, MR...)
     has_patient_id: bool | None = None  # DICOM only: a non-empty PatientID
+    patient_key: str | None = None  # one-way hash of a non-empty PatientID (never the id)
 
     @property
     def largest_side(self) -> int:
@@ -57,6 +59,7 @@ def read_header(path: Path | str) -> ScanHeader:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         spatial = (frames, rows, cols) if frames > 1 else (rows, cols)
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        patient = str(ds.get("PatientID", "") or "").strip()
         return ScanHeader(
             path,
             kind,
@@ -64,7 +67,8 @@ def read_header(path: Path | str) -> ScanHeader:
             samples,
             str(ds.get("PhotometricInterpretation", "")),
             modality=str(ds.get("Modality", "")) or None,
-            has_patient_id=bool(str(ds.get("PatientID", "") or "").strip()),
+            has_patient_id=bool(patient),
+            patient_key=hashlib.sha256(patient.encode()).hexdigest()[:16] if patient else None,
         )
     if kind == "numpy" and path.suffix.lower() != ".npz":
         try:

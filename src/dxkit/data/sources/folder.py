@@ -269,6 +269,9 @@ def load_folder(
             f"{csv}: row {_row(i)} has an empty '{GROUP_COLUMN}'; fill it in or drop the column"
         )
 
+    survey = survey_scans(paths, seed=seed)
+    if groups is None and (groups := survey.dicom_groups()) is not None:
+        log.info("%s: splitting by patient: the DICOM PatientIDs (hashed) group the scans", root)
     if SPLIT_COLUMN in table.columns:
         index = _given_splits(csv, table)
         if groups is not None:
@@ -294,7 +297,6 @@ def load_folder(
         for name, idx in index.items()
         if len(idx) > 0
     }
-    survey = survey_scans(paths, seed=seed)
     log.info(
         "%s: %d scans, task %s, labels %s, splits %s",
         csv,
