@@ -5,6 +5,7 @@ model trained on 0–255 images is flagged (CSV column, JSON field) and refused 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,16 @@ def test_predict_flags_and_strict_refuses(
         main(["predict", str(run), str(ct), "--strict-inputs"])
     text = capsys.readouterr()
     assert code.value.code == 2 and "ct.npy" in text.err and "Traceback" not in text.err
+
+    with pytest.raises(SystemExit) as code:
+        main(["explain", str(run), str(ct), "--out", str(tmp_path / "heat"), "--strict-inputs"])
+    text = capsys.readouterr()
+    assert code.value.code == 2 and "input unlike the training data" in text.err
+    with pytest.raises(SystemExit) as code:
+        main(["explain", str(run), str(ct), "--out", str(tmp_path / "heat")])
+    assert code.value.code == 0
+    summary = json.loads((tmp_path / "heat" / "explain.json").read_text())
+    assert summary["scans"][0]["input_warning"].startswith("input unlike")
 
     from dxkit.serve.predictor import Predictor
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dxkit.errors import CheckpointError, DataSourceError
+from dxkit.errors import CheckpointError, DataSourceError, InvalidScanError
 from dxkit.explain.cam import CamExplainer, Heatmap
 from dxkit.explain.faithfulness import Fill, deletion_check
 from dxkit.explain.geometry import display_image, normalise, prepare_scan
@@ -59,6 +59,7 @@ class _Request:
     check: bool
     fill: Fill
     seed: int
+    strict_inputs: bool = False  # refuse scans unlike the training data (input_profile)
 
 
 def _slug(text: str) -> str:
@@ -76,8 +77,10 @@ def explain_scans(
     check: bool = False,
     fill: Fill = "mean",
     seed: int = 0,
+    strict_inputs: bool = False,
 ) -> dict[str, Any]:
-    """Write heatmaps of ``scans`` under ``out`` and return the ``explain.json`` content."""
+    """Write heatmaps of ``scans`` under ``out`` and return the ``explain.json`` content
+    (``strict_inputs``: a classifier refuses scans its input guard flags)."""
     from dxkit.evaluate.run import resolve_checkpoint
     from dxkit.train.checkpoint import checkpoint_kind
 
@@ -88,7 +91,7 @@ def explain_scans(
     summary: dict[str, Any]
     if kind in ("exam", "classify"):
         explain_kind = _explain_exams if kind == "exam" else _explain_classifier
-        ask = _Request(method, finding, layer, check, fill, seed)
+        ask = _Request(method, finding, layer, check, fill, seed, strict_inputs)
         summary = explain_kind(path, scans, out, ask)
     elif kind == "segment":
         from dxkit.explain.segmenter import explain_segmenter
@@ -121,10 +124,15 @@ def _explain_classifier(
     rows = []
     for scan in map(Path, scans):
         array = read_scan(scan)
-        heat = explainer.explain(array, ask.finding, source=str(scan))
         warning = check_input(predictor.loaded.meta.get("input_profile"), array)
+        if warning and ask.strict_inputs:
+            raise InvalidScanError(
+                f"{scan}: {warning}; check the input, or drop --strict-inputs to explain it "
+                "with a warning"
+            )
         if warning:
             log.warning("%s: %s", scan, warning)
+        heat = explainer.explain(array, ask.finding, source=str(scan))
         stem = f"{names(scan)}.{_slug(heat.finding)}.{ask.method}"
         row: dict[str, Any] = {
             "source": str(scan),
