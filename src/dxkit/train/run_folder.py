@@ -20,12 +20,11 @@ FAILED_MARKER = "FAILED"
 @contextmanager
 def cleaned_up_on_failure(cfg: RunConfig, resume: bool = False) -> Iterator[Path]:
     """Run a training body; on any exception tidy the run folder it started, then re-raise."""
-    run_dir = new_run_dir(cfg)
-    fresh = not resume and not run_dir.exists()
+    run_dir = new_run_dir(cfg)  # the folder fit() will create (a resumed run keeps its own)
     try:
         yield run_dir
     except BaseException as err:
-        if run_dir.is_dir() and (fresh or not resume):
+        if not resume and run_dir.is_dir():
             _tidy(run_dir, err)
         raise
 
