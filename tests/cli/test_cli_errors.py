@@ -12,7 +12,7 @@ import yaml
 
 from dxkit.cli import main
 
-COMMANDS = ["train", "evaluate", "predict", "lr-find", "demo", "bench", "bench medmnist",
+COMMANDS = ["init", "train", "evaluate", "predict", "lr-find", "demo", "bench", "bench medmnist",
             "bench overhead", "bench dicom", "bench seg", "bench serve", "serve", "export",
             "explore", "prepare", "prepare dicom", "prepare rsna"]  # fmt: skip
 

@@ -201,7 +201,7 @@ def test_bad_input_raises_when_strict_and_is_listed_when_not(defect: str, mrnet:
     damage, error, match = BAD_INPUTS[defect]
     damage(mrnet)
     with pytest.raises(error, match=match):
-        load_mrnet(mrnet, "train")
+        load_mrnet(mrnet, "train", strict=True)
     exams = load_mrnet(mrnet, "train", strict=False)
     assert len(exams.skipped) == 1
     skip = exams.skipped[0]

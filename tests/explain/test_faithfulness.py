@@ -125,3 +125,21 @@ def test_deleting_the_hottest_tenth_hurts_the_trained_model_more_than_random(
               f"{np.mean(rand):.3f}; top beats random on {wins:.0%} of 20 positives")  # fmt: skip
         assert wins >= 0.8
         assert np.mean(top) > 1.5 * np.mean(rand) > 0
+
+
+def test_verdict_follows_the_stated_rule() -> None:
+    """Issue 15, finding 6: the check says whether the map beats random deletions."""
+    from dxkit.explain.faithfulness import VERDICT_RULE, DeletionCheck
+
+    x = row_image()
+    saliency = np.zeros((10, 10))
+    saliency[0, :] = 1.0  # the region the score reads: faithful
+    good = deletion_check(region_score, x, saliency, fraction=0.1, draws=5, seed=0)
+    assert good.verdict == "faithful" and good.as_dict()["rule"] == VERDICT_RULE
+    wrong = np.zeros((10, 10))
+    wrong[9, :] = 1.0  # a row the score never reads: deleting it changes nothing
+    bad = deletion_check(region_score, x, wrong, fraction=0.1, draws=5, seed=0)
+    assert bad.drop_top == pytest.approx(0.0) and bad.verdict == "not better than random"
+    # The issue's figures: drop top +0.010 vs random +0.038 is not better than random.
+    issue = DeletionCheck(0.1, "mean", 2, 0, 0.5, 0.49, [0.462, 0.462])
+    assert issue.verdict == "not better than random"

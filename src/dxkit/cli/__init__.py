@@ -1,7 +1,9 @@
 """The ``dxkit`` command line: one typer app with a sub-command per job.
 
 User errors (any ``DxkitError``) print one line naming the file/key and the fix and exit
-with code 2; ``--debug`` (anywhere on the line) shows the full traceback instead. Usage
+with code 2; so does any other exception (named as a dxkit bug, or as the machine's error
+for ``OSError``/``MemoryError``); ``--debug`` (anywhere on the line) shows the full
+traceback instead. Usage
 errors (a missing or unknown argument, option or command, a bad value) print typer's usage
 line and a one-line error, also with exit code 2.
 """
@@ -57,6 +59,7 @@ def _root(
 
 
 COMMAND_MODULES = (
+    "init",
     "run",
     "demo",
     "bench",
@@ -100,6 +103,19 @@ def _configure_logging(debug: bool) -> None:
         logging.getLogger(noisy).setLevel(quiet)
 
 
+def unexpected_error_line(err: Exception) -> str:
+    """One line for an exception that is not a ``DxkitError``: the machine's (disk full,
+    no permission, out of memory) named as such, anything else named as a dxkit bug."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    what = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    if isinstance(err, (OSError, MemoryError)):
+        return f"{what} — check the disk, permissions and free memory, then run it again"
+    return (
+        f"internal error ({what}); this is a dxkit bug — run the same command with --debug "
+        "for the traceback and report it"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``dxkit`` script."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -121,6 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted: finished checkpoints and files are kept")
         sys.exit(130)
+    except Exception as err:  # anything else: one line too, unless --debug
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {unexpected_error_line(err)}", highlight=False)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -48,6 +48,9 @@ def explain(
     fill: Annotated[
         str, typer.Option(help="How --check deletes pixels: mean | blur | road (2-D only).")
     ] = "mean",
+    strict_inputs: Annotated[
+        bool, typer.Option(help="Refuse scans unlike the training data (input_warning).")
+    ] = False,
 ) -> None:
     """Write a heatmap overlay (and a slice montage for volumes and exams) per scan."""
     from dxkit.errors import ConfigError
@@ -58,7 +61,7 @@ def explain(
         raise ConfigError(f"--fill {fill!r} is unknown; use one of {', '.join(FILLS)}")
     summary = explain_scans(
         checkpoint, scans, out, method=method, finding=finding, layer=layer, check=check,
-        fill=fill,  # type: ignore[arg-type]
+        fill=fill, strict_inputs=strict_inputs,  # type: ignore[arg-type]
     )  # fmt: skip
     table = Table(
         "scan", "finding", "probability", "where", *(["drop top / random"] if check else [])
@@ -70,11 +73,19 @@ def explain(
         else:
             where = ", ".join(f"{k} {v}" for k, v in row["peak"].items())
             drops = [row.get("faithfulness")]
-        cells = [Path(row["source"]).name, row["finding"], f"{row['probability']:.4f}", where]
+        cells = [Path(row["source"]).name, row["finding"], f"{row['probability']:.3f}", where]
         if check:
             cells.append(
-                "; ".join(f"{d['drop_top']:+.3f} / {d['drop_random']:+.3f}" for d in drops if d)
+                "; ".join(
+                    f"{d['drop_top']:+.3f} / {d['drop_random']:+.3f}: {d['verdict']}"
+                    for d in drops
+                    if d
+                )
             )
         table.add_row(*cells)
     console.print(table)
     console.print(f"method {summary['method']} on layer {summary['layer']}; wrote {out / SUMMARY}")
+    if check:
+        from dxkit.explain.faithfulness import VERDICT_RULE
+
+        console.print(f"verdict: {VERDICT_RULE}", soft_wrap=True)

@@ -82,6 +82,10 @@ def explore(
             f"[bold red]{kind} overlap between splits: {_n(overlap['distinct'], kind)} "
             f"({_n(overlap['entries'], item)})[/]"
         )
+    if patients.get("note"):
+        console.print(f"[bold yellow]{patients['note']}[/]")
+    elif patients.get("missing"):
+        console.print(f"[yellow]{_n(patients['missing'], item)} without a {patients['kind']} id[/]")
     duplicates = summary["duplicates"]
     if duplicates.get("checked") and duplicates["across_splits"]:
         console.print(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import importlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from dxkit.cli import app
+from dxkit.errors import InvalidScanError
 
 console = Console()
 # Each task kind has its own training, evaluation and prediction module with the same
@@ -52,16 +53,18 @@ def train(
 ) -> None:
     """Train a model from a recipe into runs/<name>/ and evaluate it."""
     from dxkit.train.config import load_config
+    from dxkit.train.run_folder import cleaned_up_on_failure
 
     cfg = load_config(config, overrides or [])
-    result = importlib.import_module(TRAINERS[cfg.task]).fit(cfg, resume=resume)
+    with cleaned_up_on_failure(cfg, resume=resume):
+        result = importlib.import_module(TRAINERS[cfg.task]).fit(cfg, resume=resume)
     if not result.is_main_process:
         return
     console.print(f"run folder: [bold]{result.run_dir}[/] (best val score {result.best_score})")
     if evaluate:
         evaluator = importlib.import_module(EVALUATORS[cfg.task])
         ev = evaluator.evaluate_checkpoint(result.best_checkpoint)
-        _print_scores(ev.split, ev.scores)
+        _print_scores(ev.split, ev.scores, getattr(ev, "payload", None))
         console.print(f"report: {ev.report_html}")
 
 
@@ -76,7 +79,7 @@ def evaluate_cmd(
     kind, ckpt = _kind_of(run_or_checkpoint)
     evaluator = importlib.import_module(EVALUATORS[kind])
     ev = evaluator.evaluate_checkpoint(ckpt, split=split, tta=tta, out_dir=out)
-    _print_scores(ev.split, ev.scores)
+    _print_scores(ev.split, ev.scores, getattr(ev, "payload", None))
     console.print(f"report: {ev.report_json} and {ev.report_html}")
 
 
@@ -89,6 +92,12 @@ def predict(
         list[Path], typer.Argument(help="Scans (PNG/JPEG/DICOM/npy) or an exam folder.")
     ],
     out: Annotated[Path | None, typer.Option(help="Write a CSV (and masks) here.")] = None,
+    exam: Annotated[
+        str | None, typer.Option(help="With an MRNet split folder: only this exam id.")
+    ] = None,
+    strict_inputs: Annotated[
+        bool, typer.Option(help="Refuse scans unlike the training data (see input_warning).")
+    ] = False,
 ) -> None:
     """Print (or write as CSV) the probability of each finding for each scan."""
     from dxkit.serve.predictor import Predictor
@@ -100,29 +109,42 @@ def predict(
     else:
         kind, ckpt = _kind_of(checkpoint)
         if kind in PREDICTORS:
-            renderable = importlib.import_module(PREDICTORS[kind]).run_predict(ckpt, files, out)
+            chosen = {"exam_id": exam} if exam is not None and kind == "exam" else {}
+            renderable = importlib.import_module(PREDICTORS[kind]).run_predict(
+                ckpt, files, out, **chosen
+            )
             console.print(renderable)
             return
         predictor = Predictor.from_checkpoint(ckpt)
     predictions = predictor.predict_files(files)
     names = predictor.label_names
+    flagged = [p for p in predictions if getattr(p, "input_warning", None)]
+    if strict_inputs and flagged:
+        raise InvalidScanError(
+            f"{flagged[0].source}: {flagged[0].input_warning} ({len(flagged)} of "
+            f"{len(predictions)} scans); check the inputs, or drop --strict-inputs to predict "
+            "with a warning"
+        )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["file", *names, *[f"{n}_positive" for n in names]])
+            writer.writerow(["file", *names, *[f"{n}_positive" for n in names], "input_warning"])
             for p in predictions:
                 writer.writerow(
                     [p.source, *[f"{p.probabilities[n]:.6f}" for n in names]]
                     + [int(p.positive[n]) for n in names]
+                    + [getattr(p, "input_warning", None) or ""]
                 )
         console.print(f"wrote {len(predictions)} rows to {out}")
         return
     table = Table("file", *names)
     for p in predictions:
-        cells = [f"{p.probabilities[n]:.4f}{' +' if p.positive[n] else ''}" for n in names]
+        cells = [f"{p.probabilities[n]:.3f}{' +' if p.positive[n] else ''}" for n in names]
         table.add_row(p.source, *cells)
     console.print(table)
+    for p in flagged:
+        console.print(f"[bold yellow]warning:[/] {p.source}: {p.input_warning}", soft_wrap=True)
 
 
 @app.command("lr-find")
@@ -142,6 +164,7 @@ def lr_find(
     console.print(f"plot: {result.plot}")
 
 
-def _print_scores(split: str, scores: dict[str, float]) -> None:
-    text = ", ".join(f"{k.upper()} {v:.4f}" for k, v in scores.items())
-    console.print(f"{split}: {text}")
+def _print_scores(split: str, scores: dict[str, float], payload: Any = None) -> None:
+    from dxkit.evaluate.verdicts import score_line
+
+    console.print(score_line(split, scores, payload), soft_wrap=True, highlight=False)

@@ -174,7 +174,7 @@ def explore_source(
     (a random one per run when None) unless ``show_ids``.
     """
     source = Path(source)
-    kind = kind or detect_kind(source)
+    kind = kind or detect_kind(source, None if csv is None else Path(csv))
     if kind not in KINDS:
         raise ConfigError(f"unknown source kind {kind!r}; use one of {', '.join(KINDS)}")
     for name, value in (

@@ -28,10 +28,11 @@ KINDS: tuple[str, ...] = ("medmnist", "folder", "dicom-table", "mrnet", "siim")
 FILE_HASH_LIMIT = 10_000  # hash file contents for the duplicate check up to this many files
 
 
-def detect_kind(path: Path) -> str:
+def detect_kind(path: Path, csv: Path | None = None) -> str:
     """The source kind from the path: ``.npz`` → medmnist, ``.parquet`` → dicom-table, a
     folder with ``train/axial`` (or ``valid/axial``) → mrnet, a folder with an
-    ``ImageId,EncodedPixels`` CSV → siim, a folder with another CSV → folder."""
+    ``ImageId,EncodedPixels`` CSV → siim, a folder with another CSV (or class folders, or
+    a folder given with ``csv``) → folder."""
     if not path.exists():
         raise MissingFileError(f"{path}: no such file or folder; check the path")
     if path.is_file():
@@ -44,11 +45,19 @@ def detect_kind(path: Path) -> str:
         )
     if any((path / s / "axial").is_dir() for s in ("train", "valid")):
         return "mrnet"
+    if csv is not None:
+        from dxkit.evaluate.explore_siim import is_rle_csv
+
+        return "siim" if is_rle_csv(Path(csv)) else "folder"
     csvs = list(path.glob("*.csv"))
     if csvs:
         from dxkit.evaluate.explore_siim import is_rle_csv
 
         return "siim" if any(is_rle_csv(c) for c in csvs) else "folder"
+    from dxkit.data.sources.folder_layouts import class_folder_table
+
+    if class_folder_table(path) is not None:
+        return "folder"
     raise DataSourceError(
         f"{path}: neither an MRNet root (train/axial/...) nor a labelled folder (no CSV); "
         f"add a labels.csv or pass --kind ({', '.join(KINDS)})"
@@ -106,19 +115,9 @@ def medmnist_catalog(path: Path) -> Catalog:
 def folder_catalog(root: Path, csv: Path | None = None) -> Catalog:
     from dxkit.data.sources import folder as fs
 
-    csv = fs.find_label_csv(root) if csv is None else Path(csv)
-    if not csv.is_file():
-        raise MissingFileError(f"{csv}: label CSV not found; give its path with --csv")
-    try:
-        table = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataSourceError(f"{csv}: not a readable CSV ({err}); save it as UTF-8 CSV") from None
-    table.columns = [str(c).strip().lstrip("\ufeff") for c in table.columns]
-    if fs.PATH_COLUMN not in table.columns or table.empty:
-        raise DataSourceError(
-            f"{csv}: needs a '{fs.PATH_COLUMN}' column and one row per scan (header: "
-            f"{', '.join(table.columns)}); e.g. 'path,label[,patient_id][,split]'"
-        )
+    table, csv = fs.label_table(root, csv, "auto", None, None)  # CSV, ids or class folders
+    if table.empty:
+        raise DataSourceError(f"{csv}: no scans listed; add one row per scan")
     refused = phi_columns(c for c in table.columns if c != fs.GROUP_COLUMN)
     table = table.drop(columns=refused).apply(lambda col: col.str.strip())
     labels, label_names, task, class_names = fs.parse_labels(csv, table)

@@ -75,8 +75,17 @@ def patient_summary(cat: Catalog, show_ids: bool, salt: str) -> dict[str, Any]:
     """
     if cat.groups is None:
         return {"checked": False, "kind": cat.group_kind}
+    blank = np.isin(np.char.strip(cat.groups.astype(str)), ["", "nan", "None"])
+    if blank.all():  # an empty PatientID is a missing identity, not one patient
+        return {
+            "checked": False,
+            "kind": cat.group_kind,
+            "missing": int(blank.size),
+            "note": f"{cat.group_kind} id empty in all {blank.size} {cat.item}s: identity "
+            "missing, so overlap between splits cannot be checked",
+        }
     names = ordered_splits(cat.splits)
-    members = {s: cat.groups[cat.splits == s] for s in names}
+    members = {s: cat.groups[(cat.splits == s) & ~blank] for s in names}
     per_split = {s: {"distinct": len(set(ids)), "entries": len(ids)} for s, ids in members.items()}
     pairs, overlapping = [], set()
     for i, a in enumerate(names):
@@ -90,7 +99,8 @@ def patient_summary(cat: Catalog, show_ids: bool, salt: str) -> dict[str, Any]:
     return {
         "checked": len(names) > 1,
         "kind": cat.group_kind,
-        "total": len(set(cat.groups)),
+        "total": len(set(cat.groups[~blank])),
+        "missing": int(blank.sum()),
         "per_split": per_split,
         "overlap": {
             "distinct": len(overlapping),

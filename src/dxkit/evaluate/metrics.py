@@ -66,6 +66,9 @@ __all__ = [
 ]
 
 
+MISSING_IDS = frozenset({"", "nan", "None"})  # patient ids that identify nobody
+
+
 def _label_entry(
     name: str,
     y: np.ndarray,
@@ -159,6 +162,8 @@ def evaluate_predictions(
             f"evaluate_predictions: {len(thresholds)} thresholds for {len(names)} labels "
             f"{names}; pass one per label (choose_thresholds on validation) or None"
         )
+    if groups is not None and all(str(g).strip() in MISSING_IDS for g in groups):
+        groups = None  # every id empty (e.g. DICOMs with a blank PatientID): identity missing
     boots = (
         np.stack(
             [bootstrap_aucs(y[:, i], p[:, i], groups, n_boot, seed) for i in range(len(names))]
@@ -204,7 +209,7 @@ def evaluate_predictions(
             "n_boot": int(n_boot),
             "seed": int(seed),
             "level": level,
-            "unit": "group (patient/exam)" if groups is not None else "case",
+            "unit": "group (patient/exam)" if groups is not None else "scan (no patient ids)",
             "n_units": n_groups if groups is not None else int(y.shape[0]),
         },
         "thresholds_from": "validation" if thresholds is not None else None,

@@ -93,12 +93,16 @@ def build_document(
 
 
 def _summary(m: Mapping[str, Any]) -> str:
+    from dxkit.evaluate.verdicts import metric_family, undefined_reasons
+
     o, b = m["overall"], m["bootstrap"]
+    family = metric_family(m)
     rows = [
-        ("MedMNIST AUC (one-vs-rest, averaged over classes/labels)", o["medmnist"]["auc"], ""),
-        ("MedMNIST ACC (p > 0.5, or argmax for multi-class)", o["medmnist"]["acc"], ""),
+        (f"{family}AUC (one-vs-rest, averaged over classes/labels)", o["medmnist"]["auc"], ""),
+        (f"{family}ACC (p > 0.5, or argmax for multi-class)", o["medmnist"]["acc"], ""),
         ("Macro AUC over scored labels", o["macro_auc"], html.fmt_ci(o.get("macro_auc_ci"))),
     ]
+    undefined = [f"AUC of {k} undefined: {v}" for k, v in undefined_reasons(m).items()]
     text = (
         f"<p>{html.fmt(m['n'])} cases, task {html.fmt(m['task'])}. Intervals: "
         f"{round(b['level'] * 100)}% percentile bootstrap, {html.fmt(b['n_boot'])} resamples of "
@@ -107,7 +111,12 @@ def _summary(m: Mapping[str, Any]) -> str:
         f"{'chosen on validation' if m.get('thresholds_from') else 'none given (0.5 only)'}."
         "</p>"
     )
-    return "<h2>Summary</h2>" + text + html.table(["measure", "value", "95% CI"], rows)
+    return (
+        "<h2>Summary</h2>"
+        + text
+        + html.table(["measure", "value", "95% CI"], rows)
+        + html.notes(undefined)
+    )
 
 
 def _rates_key(entry: Mapping[str, Any]) -> str:

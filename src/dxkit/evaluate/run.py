@@ -162,6 +162,7 @@ def evaluate_checkpoint(
     payload["checkpoint"] = ckpt.name
     payload["model"] = loaded.meta["model"]["name"]
     payload["dataset"] = loaded.meta.get("dataset", source.name)
+    payload["source"] = source.extra.get("source", cfg.data.source)  # names the metrics
     payload["threshold_method"] = ev.threshold
     out_dir = out_dir or ckpt.parent.parent
     title = f"{cfg.name}: {payload['model']} on {payload['dataset']} ({split})"

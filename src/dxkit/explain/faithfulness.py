@@ -29,6 +29,12 @@ Fill = Literal["mean", "blur", "road"]
 FILLS = ("mean", "blur", "road")
 
 
+VERDICT_RULE = (
+    "faithful when deleting the map's hottest pixels lowers the score, and lowers it more "
+    "than every deletion of as many random pixels; otherwise not better than random"
+)
+
+
 @dataclass
 class DeletionCheck:
     """Scores before and after deleting the map's hottest pixels vs random pixels."""
@@ -51,10 +57,19 @@ class DeletionCheck:
         """Mean score lost when random pixel sets of the same size are deleted."""
         return self.score - float(np.mean(self.random_deleted_scores))
 
+    @property
+    def verdict(self) -> str:
+        """``faithful`` or ``not better than random`` by ``VERDICT_RULE``."""
+        random_drops = [self.score - s for s in self.random_deleted_scores]
+        beats_all = self.drop_top > 0 and all(self.drop_top > d for d in random_drops)
+        return "faithful" if beats_all else "not better than random"
+
     def as_dict(self) -> dict[str, float | int | str | list[float]]:
         out = asdict(self)
         out["drop_top"] = self.drop_top
         out["drop_random"] = self.drop_random
+        out["verdict"] = self.verdict
+        out["rule"] = VERDICT_RULE
         return out
 
 

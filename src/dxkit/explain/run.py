@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dxkit.errors import CheckpointError, DataSourceError
+from dxkit.errors import CheckpointError, DataSourceError, InvalidScanError
 from dxkit.explain.cam import CamExplainer, Heatmap
 from dxkit.explain.faithfulness import Fill, deletion_check
 from dxkit.explain.geometry import display_image, normalise, prepare_scan
@@ -65,6 +65,7 @@ class _Request:
     check: bool
     fill: Fill
     seed: int
+    strict_inputs: bool = False  # refuse scans unlike the training data (input_profile)
 
 
 def _slug(text: str) -> str:
@@ -82,8 +83,10 @@ def explain_scans(
     check: bool = False,
     fill: Fill = "mean",
     seed: int = 0,
+    strict_inputs: bool = False,
 ) -> dict[str, Any]:
-    """Write heatmaps of ``scans`` under ``out`` and return the ``explain.json`` content."""
+    """Write heatmaps of ``scans`` under ``out`` and return the ``explain.json`` content
+    (``strict_inputs``: a classifier refuses scans its input guard flags)."""
     from dxkit.evaluate.run import resolve_checkpoint
     from dxkit.train.checkpoint import checkpoint_kind
 
@@ -94,7 +97,7 @@ def explain_scans(
     summary: dict[str, Any]
     if kind in ("exam", "classify"):
         explain_kind = _explain_exams if kind == "exam" else _explain_classifier
-        ask = _Request(method, finding, layer, check, fill, seed)
+        ask = _Request(method, finding, layer, check, fill, seed, strict_inputs)
         summary = explain_kind(path, scans, out, ask)
     elif kind == "segment":
         from dxkit.explain.segmenter import explain_segmenter
@@ -117,6 +120,7 @@ def _explain_classifier(
     path: Path, scans: Sequence[str | Path], out: Path, ask: _Request
 ) -> dict[str, Any]:
     from dxkit.io import read_scan
+    from dxkit.preprocess.input_profile import check_input
     from dxkit.serve.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(path)
@@ -126,6 +130,14 @@ def _explain_classifier(
     rows = []
     for scan in map(Path, scans):
         array = read_scan(scan)
+        warning = check_input(predictor.loaded.meta.get("input_profile"), array)
+        if warning and ask.strict_inputs:
+            raise InvalidScanError(
+                f"{scan}: {warning}; check the input, or drop --strict-inputs to explain it "
+                "with a warning"
+            )
+        if warning:
+            log.warning("%s: %s", scan, warning)
         heat = explainer.explain(array, ask.finding, source=str(scan))
         stem = f"{names(scan)}.{_slug(heat.finding)}.{ask.method}"
         row: dict[str, Any] = {
@@ -134,6 +146,7 @@ def _explain_classifier(
             "probability": heat.probability,
             "logit": heat.logit,
             "map_max": float(heat.raw.max()),
+            "input_warning": warning,
             "files": {"map": save_map(out / f"{stem}.npy", heat.raw).name},
         }
         grey = display_image(pre, array)

@@ -106,11 +106,21 @@ class ExamPredictor:
         return self.predict_exams([load_exam_folder(folder)], source=str(folder))[0]
 
 
-def run_predict(ckpt: Path, inputs: list[Path], out: Path | None) -> str | Table:
-    """``dxkit predict BUNDLE EXAM_DIR...``: a table of each exam's three probabilities
-    (``+`` marks a call at the tuned threshold), or a CSV written to ``out``."""
+def run_predict(
+    ckpt: Path, inputs: list[Path], out: Path | None, exam_id: str | None = None
+) -> str | Table:
+    """``dxkit predict BUNDLE EXAM_DIR...`` (or an MRNet split folder, all its exams or
+    ``exam_id``): a table of each exam's three probabilities (``+`` marks a call at the
+    tuned threshold), or a CSV written to ``out``."""
+    from dxkit.data.sources.mrnet import is_mrnet_split, split_exams
+
     predictor = ExamPredictor.from_bundle(ckpt)
-    predictions = [predictor.predict_folder(path) for path in inputs]
+    predictions = []
+    for path in inputs:
+        if is_mrnet_split(path):
+            predictions += predictor.predict_exams(split_exams(path, exam_id))
+        else:
+            predictions.append(predictor.predict_folder(path))
     names = predictor.findings
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

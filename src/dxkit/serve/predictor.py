@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dxkit.preprocess.input_profile import check_input
 from dxkit.train.checkpoint import LoadedModel, load_checkpoint
 from dxkit.train.module import predict_probabilities
 
@@ -26,13 +27,22 @@ class Prediction:
     source: str
     probabilities: dict[str, float]
     positive: dict[str, bool]
+    input_warning: str | None = None  # preprocess.input_profile: unlike the training data
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "probabilities": self.probabilities,
             "positive": self.positive,
+            "input_warning": self.input_warning,
         }
+
+
+def dicom_modality(path: Path) -> str | None:
+    """A DICOM file's Modality (header only), None for other formats."""
+    from dxkit.io.headers import read_header
+
+    return read_header(path).modality if path.suffix.lower() in (".dcm", ".dicom") else None
 
 
 class Predictor:
@@ -73,7 +83,10 @@ class Predictor:
 
     @torch.no_grad()
     def predict_arrays(
-        self, arrays: Sequence[np.ndarray], sources: Sequence[str]
+        self,
+        arrays: Sequence[np.ndarray],
+        sources: Sequence[str],
+        modalities: Sequence[str | None] | None = None,
     ) -> list[Prediction]:
         batch = torch.stack([self.prepare(a, s) for a, s in zip(arrays, sources, strict=True)])
         loaded = self.loaded
@@ -81,7 +94,11 @@ class Predictor:
         probs = predict_probabilities(
             self.model, batch.to(self.device), loaded.task, dims, loaded.tta
         ).cpu()
-        return [self._prediction(src, p.numpy()) for src, p in zip(sources, probs, strict=True)]
+        out = [self._prediction(src, p.numpy()) for src, p in zip(sources, probs, strict=True)]
+        profile = self.loaded.meta.get("input_profile")
+        for i, (pred, array) in enumerate(zip(out, arrays, strict=True)):
+            pred.input_warning = check_input(profile, array, modalities[i] if modalities else None)
+        return out
 
     def predict_files(self, paths: Sequence[str | Path], batch_size: int = 32) -> list[Prediction]:
         """Read each file (PNG/JPEG/DICOM/npy) and predict; errors name the file."""
@@ -91,7 +108,8 @@ class Predictor:
         for start in range(0, len(paths), batch_size):
             chunk = [Path(p) for p in paths[start : start + batch_size]]
             arrays = [read_scan(p) for p in chunk]
-            out.extend(self.predict_arrays(arrays, [str(p) for p in chunk]))
+            modalities = [dicom_modality(p) for p in chunk]
+            out.extend(self.predict_arrays(arrays, [str(p) for p in chunk], modalities))
         return out
 
     def _prediction(self, source: str, probs: np.ndarray) -> Prediction:

@@ -168,6 +168,7 @@ def _answer(
         "task": model.task,
         "scan": scan.summary(),
         "findings": _findings_json(model, found),
+        "input_warning": found.input_warning,
     }
     if found.per_slice is not None:
         body["per_slice"] = {

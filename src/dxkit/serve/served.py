@@ -38,6 +38,7 @@ class Findings:
     per_slice: np.ndarray | None = None
     deciding: list[dict[str, int] | None] = field(default_factory=list)
     per_plane: dict[str, np.ndarray] | None = None
+    input_warning: str | None = None  # preprocess.input_profile: unlike the training data
 
 
 @dataclass
@@ -215,11 +216,19 @@ class ServedModel:
         inputs = self._inputs(array)
         with self.slots:
             per = self._probabilities(inputs)
+        warning = self.input_warning(array)
         if len(inputs) == 1 and not (self.pre.spatial_dims == 2 and array.ndim == 4):
-            return Findings(per[0], None, [None] * per.shape[1])
+            return Findings(per[0], None, [None] * per.shape[1], input_warning=warning)
         combined = per.mean(axis=0) if self.task == "multiclass" else per.max(axis=0)
         deciding: list[dict[str, int] | None] = [{"scan": int(i)} for i in per.argmax(axis=0)]
-        return Findings(combined, per, deciding)
+        return Findings(combined, per, deciding, input_warning=warning)
+
+    def input_warning(self, array: np.ndarray) -> str | None:
+        """The input guard's warning for ``array`` (None when like the training data)."""
+        from dxkit.preprocess.input_profile import check_input
+
+        loaded = getattr(self.predictor, "loaded", None)
+        return check_input(getattr(loaded, "meta", {}).get("input_profile"), array)
 
     def decisions(self, probs: np.ndarray) -> list[bool]:
         """Positive or not per finding: each threshold, or the top class for one-of-K."""

@@ -40,6 +40,17 @@ class DataConfig(_Strict):
     name: str | None = Field(default=None, description="MedMNIST set name, e.g. breastmnist")
     path: Path | None = Field(default=None, description="an .npz file, or the root folder of scans")
     csv: Path | None = Field(default=None, description="label CSV for a folder source")
+    layout: Literal["auto", "csv", "class_folders"] = Field(
+        default="auto",
+        description="folder source: a label CSV, or root/[split/]class/... folders (auto: "
+        "class folders when the folder has no CSV)",
+    )
+    id_column: str | None = Field(
+        default=None, description="folder source: CSV column naming each scan instead of 'path'"
+    )
+    path_pattern: str | None = Field(
+        default=None, description="folder source: id → file, e.g. '{id}.png', 'img/{id:03d}.png'"
+    )
     size: int = Field(
         default=28, description="MedMNIST image size of the file to use (28, 64, ...)"
     )

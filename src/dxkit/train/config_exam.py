@@ -46,8 +46,10 @@ class ExamConfig(BaseModel):
     max_rotation: float = Field(default=25.0, ge=0, le=180, description="degrees")
     max_shift: float = Field(default=25.0, ge=0, description="pixels at the model's slice size")
     flip_p: float = Field(default=0.5, ge=0, le=1)
-    strict: bool = Field(
-        default=True, description="fail on the first bad exam; false skips it and logs why"
+    strict: bool | None = Field(
+        default=None,
+        description="true: fail on the first bad exam; false: skip bad exams (one summary "
+        "line); unset: skip only label rows without volumes, fail on the rest",
     )
 
     @model_validator(mode="after")

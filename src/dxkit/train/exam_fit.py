@@ -103,9 +103,7 @@ def load_exam_split(cfg: RunConfig, split: str) -> ExamList:
         )
     if cfg.data.path is None:
         raise ConfigError("data.path (the MRNet-v1.0 root folder) is required for source: mrnet")
-    exams = load_mrnet(cfg.data.path, split, strict=cfg.exam.strict)
-    if exams.skipped:
-        log.warning("MRNet %s: %d exams skipped (exam.strict is false)", split, len(exams.skipped))
+    exams = load_mrnet(cfg.data.path, split, strict=cfg.exam.strict)  # logs its skips
     missing = sorted({f for f in cfg.exam.findings for e in exams[:1] if f not in e.labels})
     if missing:
         raise ConfigError(

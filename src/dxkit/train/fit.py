@@ -33,7 +33,12 @@ from dxkit.train.config import RunConfig
 from dxkit.train.ema import WeightEMA
 from dxkit.train.metrics_log import ResumableCSVLogger
 from dxkit.train.module import ClassifierModule
-from dxkit.train.sources import build_preprocessing, class_weights, load_source
+from dxkit.train.sources import (
+    build_preprocessing,
+    class_weights,
+    load_source,
+    training_input_profile,
+)
 
 log = logging.getLogger(__name__)
 RUN_DIR_ENV = "DXKIT_RUN_DIR"  # lets DDP worker processes find the run folder of rank 0
@@ -147,6 +152,7 @@ def prepare(cfg: RunConfig) -> Prepared:
         **cfg.model.options,
     )
     meta = model_meta(cfg, source, pre)
+    meta["input_profile"] = training_input_profile(source, seed=cfg.seed)  # the input guard
     # Save the resolved architecture (e.g. SmallResNet's defaults) so a later change of a
     # default can never load these weights into a different network.
     meta["model"]["options"].update(getattr(model, "arch", {}) or {})

@@ -19,6 +19,7 @@ from dxkit.data.augment import tta_views
 from dxkit.data.source import Task
 from dxkit.models.ensemble import DeepEnsemble, classifier_head
 from dxkit.train.config import TrainConfig
+from dxkit.train.schedule import build_scheduler
 
 
 def split_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -201,16 +202,13 @@ class ClassifierModule(L.LightningModule):
             opt = torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=wd)
         if self.cfg.schedule == "constant":
             return opt
-        total = int(self.trainer.estimated_stepping_batches)
-        if self.cfg.schedule == "onecycle":
-            sched: Any = torch.optim.lr_scheduler.OneCycleLR(
-                opt,
-                max_lr=[g["lr"] for g in groups],
-                total_steps=max(total, 1),
-                pct_start=self.cfg.warmup_fraction,
-            )
-        else:
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
+        sched = build_scheduler(
+            opt,
+            self.cfg.schedule,
+            float(self.trainer.estimated_stepping_batches),
+            self.cfg.warmup_fraction,
+            [g["lr"] for g in groups],
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -41,6 +41,9 @@ def load_source(cfg: RunConfig) -> SourceData:
             test_fraction=d.test_fraction,
             seed=cfg.seed,
             input_kind=kind,
+            layout=d.layout,
+            id_column=d.id_column,
+            path_pattern=d.path_pattern,
         )
     if d.source == "rsna":
         from dxkit.data.sources.rsna import load_rsna
@@ -113,6 +116,7 @@ def build_preprocessing(cfg: RunConfig, source: SourceData) -> Preprocessing:
     if size is None:
         log.info("preprocess.size not set and scans have no common size: using %d", 224)
         size = DEFAULT_FOLDER_SIZE
+    _log_input_choice(cfg, source, size)
     return Preprocessing(
         spatial_dims=source.spatial_dims,
         in_chans=in_chans,
@@ -123,6 +127,41 @@ def build_preprocessing(cfg: RunConfig, source: SourceData) -> Preprocessing:
         mean=[0.0] * in_chans,
         std=[1.0] * in_chans,
     )
+
+
+def _log_input_choice(cfg: RunConfig, source: SourceData, size: int) -> None:
+    """Say which size and channels a folder run trains at, and why (``scan_survey`` rules)."""
+    sides = source.extra.get("size_range")
+    if not isinstance(sides, (tuple, list)):
+        return
+    lo, hi = sides
+    spread = f"{lo}–{hi}" if lo != hi else f"{lo}"
+    why = "preprocess.size" if cfg.preprocess.size else "median side, capped; set preprocess.size"
+    log.info(
+        "resizing %s px images to %d (%s); %s", spread, size, why, source.extra.get("channel_rule")
+    )
+
+
+def training_input_profile(
+    source: SourceData, max_scans: int = 64, seed: int = 0
+) -> dict[str, object]:
+    """The input guard's profile of up to ``max_scans`` training scans as read (seeded).
+
+    Empty for a prepared head-CT cache (``ct_recipe``): its model takes raw HU DICOMs and
+    prepared uint8 slices alike, so the cached values say nothing about valid inputs."""
+    from dxkit.data.dataset import read_item
+    from dxkit.preprocess.input_profile import profile_inputs
+
+    if source.extra.get("ct_recipe") is not None:
+        return {}
+
+    items = source.splits["train"].items
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(items), min(len(items), max_scans), replace=False)
+    survey = source.extra.get("survey")
+    modalities = getattr(survey, "modalities", None)
+    modality = modalities.most_common(1)[0][0] if modalities else None
+    return profile_inputs((read_item(items[int(i)])[0] for i in picks), modality, seed)
 
 
 def class_weights(labels: np.ndarray, task: str) -> torch.Tensor:

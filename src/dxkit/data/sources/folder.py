@@ -16,13 +16,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from dxkit.data.scan_survey import survey_scans
 from dxkit.data.source import InputKind, LabelledSet, SourceData, Task
+from dxkit.data.sources.folder_layouts import (
+    class_folder_table,
+    find_id_column,
+    id_pattern_table,
+)
 from dxkit.data.splits import check_no_leakage, split_indices
-from dxkit.errors import DataSourceError, DxkitError, MissingFileError
+from dxkit.errors import DataSourceError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,7 @@ GROUP_COLUMN = "patient_id"
 SPLIT_COLUMN = "split"
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 DEFAULT_CSV = "labels.csv"
+FolderLayout = Literal["auto", "csv", "class_folders"]
 
 
 def find_label_csv(root: Path) -> Path:
@@ -44,11 +52,12 @@ def find_label_csv(root: Path) -> Path:
     listed = ", ".join(p.name for p in found) or "none"
     raise MissingFileError(
         f"{root}: no {DEFAULT_CSV} and {len(found)} other CSV files ({listed}); "
-        f"name the label file with csv=... (data.csv in a config)"
+        f"name the label file with csv=... (data.csv in a config), or sort the scans into "
+        f"class folders ({root}/<class>/...); `dxkit init {root}` shows what it finds"
     )
 
 
-def _read_table(csv: Path) -> pd.DataFrame:
+def _read_table(csv: Path, need_path: bool = True) -> pd.DataFrame:
     try:
         table = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
     except pd.errors.EmptyDataError:
@@ -59,14 +68,50 @@ def _read_table(csv: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataSourceError(f"{csv}: not a readable CSV ({err}); save it as UTF-8 CSV") from None
     table.columns = [str(c).strip().lstrip("\ufeff") for c in table.columns]
-    if PATH_COLUMN not in table.columns:
+    if need_path and PATH_COLUMN not in table.columns:
         raise DataSourceError(
             f"{csv}: no '{PATH_COLUMN}' column (header: {', '.join(table.columns)}); the header "
-            f"must be '{PATH_COLUMN},<label>[,<label2>...][,{GROUP_COLUMN}][,{SPLIT_COLUMN}]'"
+            f"must be '{PATH_COLUMN},<label>[,<label2>...][,{GROUP_COLUMN}][,{SPLIT_COLUMN}]', "
+            "or name the id column with data.id_column (and data.path_pattern)"
         )
     if table.empty:
         raise DataSourceError(f"{csv}: has a header but no rows; add one row per scan")
     return table.apply(lambda col: col.str.strip())
+
+
+def label_table(
+    root: Path,
+    csv: Path | None,
+    layout: FolderLayout,
+    id_column: str | None,
+    path_pattern: str | None,
+) -> tuple[pd.DataFrame, Path]:
+    """The ``path``/labels/split table of ``root`` and the file messages name.
+
+    A CSV without a ``path`` column and without ``id_column`` has its id column guessed
+    (``folder_layouts.find_id_column``) and says which in the log."""
+    no_csv = csv is None and not any(root.glob("*.csv"))
+    if layout == "class_folders" or (layout == "auto" and no_csv):
+        table = class_folder_table(root)
+        if table is not None:
+            return table, root
+        if layout == "class_folders":
+            raise DataSourceError(
+                f"{root}: no class folders with scans (expected {root}/<class>/... or "
+                f"{root}/train/<class>/...); check data.path or use a label CSV"
+            )
+    csv = find_label_csv(root) if csv is None else Path(csv)
+    if not csv.is_file():
+        raise MissingFileError(f"{csv}: label CSV not found; give its path (data.csv)")
+    table = _read_table(csv, need_path=False)
+    if id_column is None and PATH_COLUMN not in table.columns:
+        id_column, path_pattern = find_id_column(root, table)
+        if id_column is None:
+            _read_table(csv)  # raises the no-'path'-column error
+        log.info("%s: scans named by column %r as %s", csv, id_column, path_pattern)
+    if id_column is not None:
+        table, _ = id_pattern_table(root, csv, table, id_column, path_pattern)
+    return table, csv
 
 
 def _row(i: int) -> int:
@@ -191,22 +236,6 @@ def _given_splits(csv: Path, table: pd.DataFrame) -> dict[str, np.ndarray]:
     return {s: np.flatnonzero(canonical == s) for s in ("train", "val", "test")}
 
 
-def _probe_layout(path: Path) -> tuple[int, int, int | None]:
-    """Spatial dims, channels and largest side of the first scan (read with read_scan)."""
-    try:
-        from dxkit.io import read_scan
-    except ImportError:
-        log.warning("dxkit.io.read_scan unavailable; assuming 2-D single-channel scans")
-        return 2, 1, None
-    try:
-        array = read_scan(path)
-    except DxkitError as err:
-        raise DataSourceError(f"{path}: could not read the first listed scan: {err}") from err
-    if array.ndim not in (3, 4):
-        raise DataSourceError(f"{path}: read_scan gave shape {array.shape}; expected (C, ...)")
-    return array.ndim - 1, int(array.shape[0]), int(max(array.shape[1:]))
-
-
 def load_folder(
     root: Path,
     csv: Path | None = None,
@@ -214,20 +243,23 @@ def load_folder(
     test_fraction: float = 0.0,
     seed: int = 0,
     input_kind: InputKind = "uint8",
+    layout: FolderLayout = "auto",
+    id_column: str | None = None,
+    path_pattern: str | None = None,
 ) -> SourceData:
     """A labelled folder of scans as ``SourceData`` (items are ``Path``s, read lazily).
 
     Without a ``split`` column the scans are split by patient (when ``patient_id`` is
-    given) and stratified on the first label, reproducibly for ``seed``. The first scan is
-    read once to learn the spatial dims and channel count.
+    given) and stratified on the first label, reproducibly for ``seed``. ``layout``
+    ``class_folders`` reads ``root/[split/]class/...`` without a CSV (``auto``: when the
+    folder has no CSV); ``id_column`` + ``path_pattern`` read a CSV of ids instead of
+    paths (``folder_layouts``). Every scan's header is read (``scan_survey``) to choose the
+    size and channels from the whole folder, never from one file.
     """
     root = Path(root)
     if not root.is_dir():
         raise MissingFileError(f"{root}: no such folder; give the folder that holds the scans")
-    csv = find_label_csv(root) if csv is None else Path(csv)
-    if not csv.is_file():
-        raise MissingFileError(f"{csv}: label CSV not found; give its path (data.csv)")
-    table = _read_table(csv)
+    table, csv = label_table(root, csv, layout, id_column, path_pattern)
     labels, label_names, task, class_names = parse_labels(csv, table)
     paths = _resolve_paths(csv, root, table)
     groups = table[GROUP_COLUMN].to_numpy(dtype=str) if GROUP_COLUMN in table.columns else None
@@ -237,6 +269,9 @@ def load_folder(
             f"{csv}: row {_row(i)} has an empty '{GROUP_COLUMN}'; fill it in or drop the column"
         )
 
+    survey = survey_scans(paths, seed=seed)
+    if groups is None and (groups := survey.dicom_groups()) is not None:
+        log.info("%s: splitting by patient: the DICOM PatientIDs (hashed) group the scans", root)
     if SPLIT_COLUMN in table.columns:
         index = _given_splits(csv, table)
         if groups is not None:
@@ -262,7 +297,6 @@ def load_folder(
         for name, idx in index.items()
         if len(idx) > 0
     }
-    spatial_dims, in_chans, native_size = _probe_layout(paths[0])
     log.info(
         "%s: %d scans, task %s, labels %s, splits %s",
         csv,
@@ -275,10 +309,17 @@ def load_folder(
         splits=splits,
         label_names=label_names,
         task=task,
-        spatial_dims=2 if spatial_dims == 2 else 3,
-        in_chans=in_chans,
-        native_size=native_size,
+        spatial_dims=2 if survey.spatial_dims == 2 else 3,
+        in_chans=survey.in_chans,
+        native_size=survey.default_size(),
         input_kind=input_kind,
         name=root.name,
-        extra={"source": "folder", "csv": str(csv), "class_names": class_names},
+        extra={
+            "source": "folder",
+            "csv": str(csv),
+            "class_names": class_names,
+            "size_range": survey.size_range,
+            "channel_rule": survey.channel_rule(),
+            "survey": survey,
+        },
     )

@@ -121,14 +121,17 @@ def load_mrnet(
     root: Path | str,
     split: Literal["train", "valid"] | str,
     *,
-    strict: bool = True,
+    strict: bool | None = None,
 ) -> ExamList:
     """All exams of one MRNet split, volumes memory-mapped on access.
 
     Problems (a missing plane file, a volume that is not 3-D, values outside 0-255, NaN, an
     empty series, label IDs without volumes, volumes without labels) raise with the exam and
-    file named when ``strict``; otherwise those exams are left out and listed in
-    ``result.skipped``. A missing folder or label file, or a malformed label file, always raises.
+    file named when ``strict``; when ``strict`` is False those exams are left out and listed
+    in ``result.skipped``. The default (None) leaves out only label rows without any volume
+    (MRNet as downloaded in parts lists far more exams than it holds) and raises on the rest.
+    Skips are logged as one summary line. A missing folder or label file, or a malformed
+    label file, always raises.
     """
     root = Path(root)
     if split not in SPLITS:
@@ -139,14 +142,18 @@ def load_mrnet(
     label_files = {f: root / f"{split}-{f}.csv" for f in MRNET_FINDINGS}
     labels = {f: read_label_csv(p) for f, p in label_files.items()}
     files, skipped = _plane_files(split_dir)
+    absent: list[str] = []  # label rows without any volume
 
-    def problem(error: DxkitError, exam_id: str, path: Path | str) -> None:
-        if strict:
+    def problem(
+        error: DxkitError, exam_id: str, path: Path | str, no_volumes: bool = False
+    ) -> None:
+        if strict or (strict is None and not no_volumes):
             raise error
         skipped.append(SkippedExam(exam_id, str(path), str(error)))
-        log.warning("skipping exam %s: %s", exam_id, error)
+        if no_volumes:
+            absent.append(exam_id)
 
-    if strict and skipped:
+    if strict is not False and skipped:
         raise DataSourceError(skipped[0].reason)
     exam_ids = sorted(set(files).union(*(set(v) for v in labels.values())))
     exams: list[Exam] = []
@@ -161,6 +168,7 @@ def load_mrnet(
                 ),
                 exam_id,
                 where,
+                no_volumes=True,
             )
             continue
         missing_planes = [p for p in PLANES if p not in planes]
@@ -199,7 +207,67 @@ def load_mrnet(
             Exam(exam_id, dict(sorted(series.items())), exam_labels, meta={"split": split})
         )
     log.info("MRNet %s: %d exams loaded, %d skipped", split, len(exams), len(skipped))
+    _log_skips(split_dir, absent, [s for s in skipped if s.exam_id not in set(absent)])
     return ExamList(exams, skipped)
+
+
+def _log_skips(split_dir: Path, absent: list[str], other: list[SkippedExam]) -> None:
+    """One line per kind of skip, never one per exam (MRNet subsets skip thousands)."""
+    if absent:
+        shown = ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else "")
+        log.warning(
+            "%s: %d exams in the label CSVs have no volumes (%s); skipped — set exam.strict: "
+            "true to stop on them instead",
+            split_dir,
+            len(absent),
+            shown,
+        )
+    if other:
+        log.warning(
+            "%s: %d exams skipped (exam.strict: false); first: %s",
+            split_dir,
+            len(other),
+            other[0].reason,
+        )
+
+
+def is_mrnet_split(folder: Path) -> bool:
+    """True for an MRNet split folder (``valid/`` holding the three plane folders)."""
+    return folder.is_dir() and all((folder / p).is_dir() for p in PLANES)
+
+
+def split_exams(split_dir: Path | str, exam_id: str | None = None) -> list[Exam]:
+    """The exams of an MRNet split folder (labels not needed), or only ``exam_id``.
+
+    For ``dxkit predict RUN MRNET_ROOT/valid [--exam 1130]``: every exam with all three
+    planes, in id order; an exam missing a plane is an error naming the file.
+    """
+    split_dir = Path(split_dir)
+    files, stray = _plane_files(split_dir)
+    if stray:
+        raise DataSourceError(stray[0].reason)
+    ids = sorted(files)
+    if exam_id is not None:
+        wanted = normalize_exam_id(exam_id)
+        if wanted not in files:
+            raise MissingFileError(
+                f"{split_dir}: no exam {wanted} (axial/{wanted}.npy missing); it holds "
+                f"{len(ids)} exams ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
+            )
+        ids = [wanted]
+    if not ids:
+        raise MissingFileError(f"{split_dir}: no NNNN.npy volumes in its plane folders")
+    exams = []
+    for eid in ids:
+        missing = [p for p in PLANES if p not in files[eid]]
+        if missing:
+            raise MissingFileError(
+                f"exam {eid}: {split_dir / missing[0] / f'{eid}.npy'} is missing; every exam "
+                "needs axial, coronal and sagittal volumes"
+            )
+        series = {p: _npy_series(p, files[eid][p], eid) for p in PLANES}
+        exams.append(Exam(eid, series, {}, meta={"folder": f"{split_dir.name}/{eid}"}))
+    return exams
 
 
 def _to_uint8_range(volume: np.ndarray) -> np.ndarray:
