@@ -61,14 +61,20 @@ def train(
     if evaluate:
         evaluator = importlib.import_module(EVALUATORS[cfg.task])
         ev = evaluator.evaluate_checkpoint(result.best_checkpoint)
-        _print_scores(ev.split, ev.scores)
+        _print_scores(ev.split, ev.scores, ev.payload)
         console.print(f"report: {ev.report_html}")
 
 
 @app.command("evaluate")
 def evaluate_cmd(
     run_or_checkpoint: Annotated[Path, typer.Argument(help="A run folder or a .ckpt file.")],
-    split: Annotated[str | None, typer.Option(help="test, val or train (default: test)")] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="test, val or train (default: the held-out test split; val chose the "
+            "checkpoint and thresholds, and the report says so)"
+        ),
+    ] = None,
     tta: Annotated[bool | None, typer.Option(help="Average over flipped views.")] = None,
     out: Annotated[Path | None, typer.Option(help="Report folder (default: the run).")] = None,
 ) -> None:
@@ -76,7 +82,7 @@ def evaluate_cmd(
     kind, ckpt = _kind_of(run_or_checkpoint)
     evaluator = importlib.import_module(EVALUATORS[kind])
     ev = evaluator.evaluate_checkpoint(ckpt, split=split, tta=tta, out_dir=out)
-    _print_scores(ev.split, ev.scores)
+    _print_scores(ev.split, ev.scores, ev.payload)
     console.print(f"report: {ev.report_json} and {ev.report_html}")
 
 
@@ -142,6 +148,9 @@ def lr_find(
     console.print(f"plot: {result.plot}")
 
 
-def _print_scores(split: str, scores: dict[str, float]) -> None:
+def _print_scores(split: str, scores: dict[str, float], payload: dict | None = None) -> None:
     text = ", ".join(f"{k.upper()} {v:.4f}" for k, v in scores.items())
     console.print(f"{split}: {text}")
+    warning = (payload or {}).get("selection_warning")
+    if warning:  # scored on a split that chose the checkpoint/thresholds: say so plainly
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
