@@ -253,6 +253,28 @@ def test_bad_inputs_fail_clearly(tmp_path: Path, capsys) -> None:
         ExamPredictor.from_bundle(classify)
 
 
+def test_exam_folder_batch_keeps_the_good_exams(tmp_path: Path, capsys) -> None:
+    # A folder of exam folders (nested), one without its coronal plane: the two good exams
+    # are written, the bad one is listed in errors.csv with its reason, exit 1.
+    bundle, _ = make_bundle(tmp_path / "bundle.ckpt")
+    root = tmp_path / "exams"
+    write_npy_exam(root / "site1" / "e1", exam_volumes(1))
+    write_npy_exam(root / "site2" / "e2", exam_volumes(2))
+    broken = write_npy_exam(root / "site2" / "e3", exam_volumes(3))
+    (broken / "coronal.npy").unlink()
+    out = tmp_path / "exams.csv"
+    with pytest.raises(SystemExit) as code:
+        main(["predict", str(bundle), str(root), "--out", str(out)])
+    text = " ".join(capsys.readouterr().err.split())
+    assert code.value.code == 1 and f"skipped {broken}" in text
+    assert sorted(r["exam"] for r in list(csv.DictReader(out.open()))) == [
+        str(root / "site1" / "e1"),
+        str(root / "site2" / "e2"),
+    ]
+    errors = list(csv.DictReader((tmp_path / "errors.csv").open()))
+    assert [e["file"] for e in errors] == [str(broken)] and "coronal.npy" in errors[0]["reason"]
+
+
 class _Exploit:
     def __reduce__(self):
         return (Path.touch, (Path("/tmp/dxkit-exam-bundle-exploit"),))

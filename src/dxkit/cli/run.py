@@ -92,11 +92,17 @@ def predict(
         Path, typer.Argument(help="A .ckpt file, a run folder, an exam bundle or an .onnx file.")
     ],
     files: Annotated[
-        list[Path], typer.Argument(help="Scans (PNG/JPEG/DICOM/npy) or an exam folder.")
+        list[Path],
+        typer.Argument(
+            help="Scans (PNG/JPEG/DICOM/npy) and folders of them (searched recursively; a 3-D "
+            "model reads each DICOM series as one volume), or exam folders. Unreadable scans "
+            "are skipped and listed (errors.csv beside --out): exit 1 if some failed, 2 if all."
+        ),
     ],
     out: Annotated[Path | None, typer.Option(help="Write a CSV (and masks) here.")] = None,
 ) -> None:
     """Print (or write as CSV) the probability of each finding for each scan."""
+    from dxkit.cli.batch import predict_scans, report_failures
     from dxkit.serve.predictor import Predictor
 
     if checkpoint.suffix.lower() == ".onnx":
@@ -106,13 +112,16 @@ def predict(
     else:
         kind, ckpt = _kind_of(checkpoint)
         if kind in PREDICTORS:
-            renderable = importlib.import_module(PREDICTORS[kind]).run_predict(ckpt, files, out)
-            console.print(renderable)
+            module = importlib.import_module(PREDICTORS[kind])
+            renderable, failed, done = module.run_predict(ckpt, files, out)
+            if done:
+                console.print(renderable)
+            report_failures(failed, done, out)
             return
         predictor = Predictor.from_checkpoint(ckpt)
-    predictions = predictor.predict_files(files)
+    predictions, bad = predict_scans(predictor, files)
     names = predictor.label_names
-    if out is not None:
+    if out is not None and predictions:
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", newline="") as fh:
             writer = csv.writer(fh)
@@ -123,12 +132,13 @@ def predict(
                     + [int(p.positive[n]) for n in names]
                 )
         console.print(f"wrote {len(predictions)} rows to {out}")
-        return
-    table = Table("file", *names)
-    for p in predictions:
-        cells = [f"{p.probabilities[n]:.4f}{' +' if p.positive[n] else ''}" for n in names]
-        table.add_row(p.source, *cells)
-    console.print(table)
+    elif predictions:
+        table = Table("file", *names)
+        for p in predictions:
+            cells = [f"{p.probabilities[n]:.4f}{' +' if p.positive[n] else ''}" for n in names]
+            table.add_row(p.source, *cells)
+        console.print(table)
+    report_failures(bad, len(predictions), out)
 
 
 @app.command("lr-find")

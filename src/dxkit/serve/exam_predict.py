@@ -22,6 +22,7 @@ from rich.table import Table
 from dxkit.data.exam import Exam
 from dxkit.data.sources.mrnet import load_exam_folder
 from dxkit.errors import DataSourceError
+from dxkit.io.discover import READ_ERRORS, BadScan, collect, discover
 from dxkit.train.exam_module import ExamModel, load_exam_bundle
 
 log = logging.getLogger(__name__)
@@ -106,11 +107,39 @@ class ExamPredictor:
         return self.predict_exams([load_exam_folder(folder)], source=str(folder))[0]
 
 
-def run_predict(ckpt: Path, inputs: list[Path], out: Path | None) -> str | Table:
+def predict_batch(
+    predictor: ExamPredictor, inputs: Sequence[Path]
+) -> tuple[list[ExamPrediction], list[BadScan]]:
+    """Predictions of every exam found under ``inputs`` (``io.discover``: exam folders, DICOM
+    studies) and the exams that could not be read, each with its reason."""
+    items, bad = discover(inputs, "exam")
+    exams, unread = collect(items, lambda item: load_exam_folder(item.paths[0]))
+    bad += unread
+    predictions: list[ExamPrediction] = []
+    for item, exam in exams:  # volumes are read on access: a bad one fails here
+        try:
+            predictions += predictor.predict_exams([exam], source=item.source)
+        except READ_ERRORS as err:
+            bad.append(BadScan(item.source, str(err)))
+    return predictions, bad
+
+
+def run_predict(
+    ckpt: Path, inputs: list[Path], out: Path | None
+) -> tuple[str | Table, list[BadScan], int]:
     """``dxkit predict BUNDLE EXAM_DIR...``: a table of each exam's three probabilities
-    (``+`` marks a call at the tuned threshold), or a CSV written to ``out``."""
+    (``+`` marks a call at the tuned threshold), or a CSV written to ``out``; with the exams
+    that could not be read and the number predicted."""
     predictor = ExamPredictor.from_bundle(ckpt)
-    predictions = [predictor.predict_folder(path) for path in inputs]
+    predictions, bad = predict_batch(predictor, inputs)
+    if not predictions:
+        return "", bad, 0
+    return _render(predictor, predictions, out), bad, len(predictions)
+
+
+def _render(
+    predictor: ExamPredictor, predictions: list[ExamPrediction], out: Path | None
+) -> str | Table:
     names = predictor.findings
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
