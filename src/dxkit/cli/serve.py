@@ -66,7 +66,10 @@ def serve(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="A classifier .ckpt or its run folder.")],
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(help="A classifier .ckpt, an exam bundle.ckpt (--int8) or a run folder."),
+    ],
     format: Annotated[str, typer.Option("--format", help="Export format.")] = "onnx",
     out: Annotated[Path | None, typer.Option(help="Output .onnx (default: beside it).")] = None,
     check: Annotated[bool, typer.Option(help="Compare ONNX Runtime with PyTorch after.")] = True,
@@ -75,7 +78,8 @@ def export(
         typer.Option(
             "--int8",
             help="Static int8 (ONNX Runtime QDQ, conv trunk) calibrated on the run's training "
-            "scans, written as <stem>.int8.onnx; checked against fp32 on the run's held-out "
+            "scans, written as <stem>.int8.onnx (an exam bundle: bundle.int8.ckpt, its plane "
+            "networks int8); checked against fp32 on the run's held-out "
             "scans and refused (exit 2, with the figures) beyond --max-auc-change / "
             "--max-prob-change. dxkit serve and dxkit predict load it like any .onnx.",
         ),
@@ -97,9 +101,15 @@ def export(
         raise ConfigError(f"--format {format!r}: only 'onnx' is supported")
     ckpt = resolve_checkpoint(checkpoint)
     if int8:
-        from dxkit.serve import quantize
+        from dxkit.serve import quantize, quantize_exam
+        from dxkit.train.checkpoint import checkpoint_kind
 
-        path, result = quantize.export_int8(
+        export_kind = (
+            quantize_exam.export_exam_int8
+            if checkpoint_kind(ckpt) == "exam"
+            else quantize.export_int8
+        )
+        path, result = export_kind(
             ckpt,
             out,
             max_auc_change=quantize.DEFAULT_MAX_AUC_CHANGE
@@ -109,7 +119,8 @@ def export(
             if max_prob_change is None
             else max_prob_change,
         )
-        console.print(f"wrote {path} and {sidecar_path(path).name}")
+        sidecar = sidecar_path(path)
+        console.print(f"wrote {path}" + (f" and {sidecar.name}" if sidecar.is_file() else ""))
         console.print(f"int8 check vs fp32: {result.summary()}", highlight=False)
         return
     path = export_onnx(ckpt, out)

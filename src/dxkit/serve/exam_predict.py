@@ -57,8 +57,15 @@ class ExamPredictor:
 
     @classmethod
     def from_bundle(cls, path: str | Path) -> ExamPredictor:
-        """Load ``checkpoints/bundle.ckpt`` of an exam run (safely: ``weights_only=True``)."""
-        return cls(load_exam_bundle(path))
+        """Load ``checkpoints/bundle.ckpt`` of an exam run (safely: ``weights_only=True``);
+        a ``bundle.int8.ckpt`` (``dxkit export --int8``) runs its int8 graphs."""
+        model = load_exam_bundle(path)
+        if "quantization" in model.meta:
+            from dxkit.serve.quantize_exam import with_int8_networks
+            from dxkit.train.checkpoint import read_checkpoint
+
+            model = with_int8_networks(model, read_checkpoint(path))
+        return cls(model)
 
     @property
     def findings(self) -> list[str]:

@@ -217,17 +217,32 @@ def check_int8(
     inputs = _inputs(fp32, labelled, rows)
     p32, p8 = _probabilities(fp32, inputs), _probabilities(int8, inputs)
     y = np.asarray(labelled.labels)[rows]
-    names = fp32.label_names
+    return compare_probabilities(
+        y, p32, p8, fp32.label_names, fp32.thresholds, fp32.task == "multiclass", split, tolerance
+    )
+
+
+def compare_probabilities(
+    y: np.ndarray,
+    p32: np.ndarray,
+    p8: np.ndarray,
+    names: list[str],
+    thresholds: Sequence[float],
+    multiclass: bool,
+    split: str,
+    tolerance: dict[str, float],
+) -> Int8Check:
+    """AUC per finding, largest probability change and changed calls, fp32 vs int8."""
     a32, a8 = _aucs(y, p32, names), _aucs(y, p8, names)
     changes = [abs(a8[k] - a32[k]) for k in names if a8[k] is not None and a32[k] is not None]  # type: ignore[operator]
-    if fp32.task == "multiclass":
+    if multiclass:
         flips = int((p32.argmax(1) != p8.argmax(1)).sum())
     else:
-        t = np.asarray(fp32.thresholds)
+        t = np.asarray(thresholds)
         flips = int(((p32 >= t) != (p8 >= t)).sum())
     return Int8Check(
         split=split,
-        scans=len(rows),
+        scans=len(y),
         auc_fp32=a32,
         auc_int8=a8,
         max_auc_change=float(max(changes, default=0.0)),
