@@ -13,8 +13,9 @@ Grouping follows what the model reads:
 - ``series``: DICOM files grouped by SeriesInstanceUID (3-D classifiers read a series as one
   volume); other files stay single.
 - ``exam``: a folder holding ``axial.npy``/``coronal.npy``/``sagittal.npy`` is one exam;
-  DICOM files are grouped by StudyInstanceUID, the exam being the folder that holds one
-  study's files (``data.sources.mrnet.load_exam_folder`` reads it).
+  for DICOM, the smallest folder holding three series or more (flat or one sub-folder per
+  series; SeriesInstanceUID from the headers) — ``data.sources.mrnet.load_exam_folder``
+  reads it. Study UIDs are not used: anonymisers often reset them.
 """
 
 from __future__ import annotations
@@ -123,15 +124,41 @@ def _series_items(files: list[Path], bad: list[BadScan]) -> list[ScanItem]:
     return items
 
 
+def _dicom_exams(root: Path, files: list[Path], bad: list[BadScan]) -> list[ScanItem]:
+    """Exam folders of DICOM files: the smallest folders holding three or more series (flat,
+    or one folder per series below them). Files outside any such folder are reported."""
+    uids = _group_dicom(files, "SeriesInstanceUID", bad)
+    below: dict[Path, set[str]] = defaultdict(set)  # folder → series found under it
+    for uid, paths in uids.items():
+        for path in paths:
+            for folder in path.parents:
+                below[folder].add(uid)
+                if folder == root:
+                    break
+    full = {f for f, found in below.items() if len(found) >= 3}
+    exams = sorted(f for f in full if not any(g.parent == f for g in full))
+    if not exams and uids:
+        return [ScanItem(str(root), (root,), "exam")]  # the reader says what is missing
+    items = [ScanItem(str(f), (f,), "exam") for f in exams]
+    loose = sorted(
+        {p.parent for paths in uids.values() for p in paths}
+        - {f for f in below if any(f == e or e in f.parents for e in exams)}
+    )
+    for folder in loose:
+        n = len(below[folder])
+        bad.append(
+            BadScan(str(folder), f"{n} DICOM series here, outside any exam; an exam needs three")
+        )
+    return items
+
+
 def _exam_items(folder: Path, bad: list[BadScan]) -> list[ScanItem]:
-    """Exam folders under ``folder``: ``.npy`` exam folders, then DICOM studies."""
+    """Exam folders under ``folder``: ``.npy`` exam folders, then DICOM exams."""
     files = _files_under(folder)
     npy_folders = sorted({p.parent for p in files if p.suffix.lower() == ".npy"})
     items = [ScanItem(str(f), (f,), "exam") for f in npy_folders]
     dicom = [p for p in files if _is_dicom(p) and p.parent not in npy_folders]
-    for paths in _group_dicom(dicom, "StudyInstanceUID", bad).values():
-        exam = _common_folder(paths)
-        items.append(ScanItem(str(exam), (exam,), "exam"))
+    items += _dicom_exams(folder, dicom, bad)
     if not items and not bad:
         bad.append(
             BadScan(str(folder), "no exam here: no axial/coronal/sagittal .npy and no DICOM files")
