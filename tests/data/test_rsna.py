@@ -12,7 +12,6 @@ from dxkit.data.sources.rsna import (
     RSNA_LABELS,
     load_rsna,
     parse_rsna_labels,
-    split_by_patient,
     weighted_log_loss,
 )
 from dxkit.data.synthetic import generate_ct_dataset
@@ -70,32 +69,6 @@ def test_weighted_log_loss_against_sklearn_and_hand() -> None:
     ) == pytest.approx(hand)
 
 
-def test_split_by_patient_is_grouped_and_stratified() -> None:
-    rng = np.random.default_rng(1)
-    groups = np.repeat(np.arange(50), 4)
-    anyh = np.repeat(rng.integers(0, 2, 50), 4)
-    train, val = split_by_patient(groups, anyh, 0.2, seed=3)
-    assert not set(groups[train]) & set(groups[val])
-    assert len(train) + len(val) == 200
-    assert abs(anyh[val].mean() - anyh.mean()) < 0.15
-    again = split_by_patient(groups, anyh, 0.2, seed=3)
-    np.testing.assert_array_equal(val, again[1])
-
-
-def test_split_by_patient_on_a_tiny_set_falls_back_instead_of_crashing() -> None:
-    # 6 patients, only 2 positives: too few for 5 stratified folds (sklearn would raise).
-    groups = np.arange(6)
-    anyh = np.array([1, 1, 0, 0, 0, 0])
-    train, val = split_by_patient(groups, anyh, 0.2, seed=0)
-    assert len(train) + len(val) == 6 and len(val) >= 1
-    assert not set(groups[train]) & set(groups[val])
-
-
-def test_split_by_patient_needs_two_patients() -> None:
-    with pytest.raises(DataSourceError, match="one patient"):
-        split_by_patient(np.zeros(5, dtype=int), np.array([0, 1, 0, 1, 0]), 0.2)
-
-
 def test_load_rsna_from_prepared_cache(tmp_path) -> None:
     generate_ct_dataset(tmp_path / "dcm", 20, size=64, positive_fraction=0.5, seed=2)
     table = pd.read_csv(tmp_path / "dcm" / "labels.csv")
@@ -110,9 +83,10 @@ def test_load_rsna_from_prepared_cache(tmp_path) -> None:
     labels = parse_rsna_labels(tmp_path / "stage_2_train.csv")
     recipe = CacheRecipe.build(["brain", "bone"], size=32, min_brain_share=0.0)
     prepare_ct_cache(tmp_path / "dcm", tmp_path / "cache", recipe, labels=labels)
-    data = load_rsna(tmp_path / "cache", val_fraction=0.25, seed=0)
+    data = load_rsna(tmp_path / "cache", val_fraction=0.25, seed=0, test_fraction=0.0)
     assert data.task == "multilabel" and data.label_names == RSNA_LABELS
     assert data.in_chans == 2 and data.native_size == 32 and data.input_kind == "uint8"
+    assert sorted(data.splits) == ["train", "val"]  # test_fraction 0: no test split
     train, val = data.splits["train"], data.splits["val"]
     assert len(train) + len(val) == 20 and len(val) > 0
     assert not set(train.groups) & set(val.groups)
@@ -121,6 +95,51 @@ def test_load_rsna_from_prepared_cache(tmp_path) -> None:
             assert np.load(item).shape == (2, 32, 32)
             assert row.tolist() == wide[ident]
     assert val.labels[:, -1].sum() > 0  # stratified: positives on both sides
+
+
+def test_load_rsna_holds_out_test_patients(tmp_path) -> None:
+    # 12 patients × 3 slices: train/val/test must be disjoint sets of patients, together
+    # every slice once, and the test patients must not move when only val_fraction does.
+    table = pd.read_csv(
+        generate_ct_dataset(
+            tmp_path / "dcm", 12, slices_per_patient=3, size=48, positive_fraction=0.5, seed=4
+        )
+    )
+    wide = {
+        p.removesuffix(".dcm").replace("/", "__"): [0, int(b), 0, 0, 0, int(b)]
+        for p, b in zip(table["path"], table["lesion"], strict=True)
+    }
+    _long_csv(tmp_path / "labels.csv", wide)
+    recipe = CacheRecipe.build(["brain"], size=16, min_brain_share=0.0)
+    labels = parse_rsna_labels(tmp_path / "labels.csv")
+    prepare_ct_cache(tmp_path / "dcm", tmp_path / "cache", recipe, labels=labels)
+    data = load_rsna(tmp_path / "cache", val_fraction=0.25, seed=0, test_fraction=0.25)
+    splits = data.splits
+    assert sorted(splits) == ["test", "train", "val"]
+    patients = {name: set(s.groups) for name, s in splits.items()}
+    assert all(patients.values())
+    assert not patients["train"] & patients["val"]
+    assert not patients["train"] & patients["test"]
+    assert not patients["val"] & patients["test"]
+    assert sum(len(s) for s in splits.values()) == 36
+    assert len(patients["test"]) == 3  # 25 % of 12 patients, every slice of each
+    other = load_rsna(tmp_path / "cache", val_fraction=0.4, seed=0, test_fraction=0.25)
+    assert set(other.splits["test"].ids) == set(splits["test"].ids)
+
+
+def test_load_rsna_needs_two_patients(tmp_path) -> None:
+    generate_ct_dataset(tmp_path / "dcm", 1, slices_per_patient=4, size=32, seed=0)
+    table = pd.read_csv(tmp_path / "dcm" / "labels.csv")
+    wide = {p.removesuffix(".dcm").replace("/", "__"): [0] * 6 for p in table["path"]}
+    _long_csv(tmp_path / "labels.csv", wide)
+    prepare_ct_cache(
+        tmp_path / "dcm",
+        tmp_path / "cache",
+        CacheRecipe.build(size=16, min_brain_share=0.0),
+        labels=parse_rsna_labels(tmp_path / "labels.csv"),
+    )
+    with pytest.raises(DataSourceError, match="one patient"):
+        load_rsna(tmp_path / "cache")
 
 
 def test_load_rsna_needs_a_labelled_cache(tmp_path) -> None:

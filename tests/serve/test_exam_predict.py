@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -251,6 +252,54 @@ def test_bad_inputs_fail_clearly(tmp_path: Path, capsys) -> None:
     torch.save({"dxkit": {"kind": "classify"}, "state_dict": {}}, classify)
     with pytest.raises(CheckpointError, match="not an exam bundle"):
         ExamPredictor.from_bundle(classify)
+
+
+def test_exam_folder_batch_keeps_the_good_exams(tmp_path: Path, capsys) -> None:
+    # A folder of exam folders (nested), one without its coronal plane: the two good exams
+    # are written, the bad one is listed in errors.csv with its reason, exit 1.
+    bundle, _ = make_bundle(tmp_path / "bundle.ckpt")
+    root = tmp_path / "exams"
+    write_npy_exam(root / "site1" / "e1", exam_volumes(1))
+    write_npy_exam(root / "site2" / "e2", exam_volumes(2))
+    broken = write_npy_exam(root / "site2" / "e3", exam_volumes(3))
+    (broken / "coronal.npy").unlink()
+    out = tmp_path / "exams.csv"
+    with pytest.raises(SystemExit) as code:
+        main(["predict", str(bundle), str(root), "--out", str(out)])
+    text = " ".join(capsys.readouterr().err.split())
+    assert code.value.code == 1 and f"skipped {broken}" in text
+    assert sorted(r["exam"] for r in list(csv.DictReader(out.open()))) == [
+        str(root / "site1" / "e1"),
+        str(root / "site2" / "e2"),
+    ]
+    errors = list(csv.DictReader((tmp_path / "errors.csv").open()))
+    assert [e["file"] for e in errors] == [str(broken)] and "coronal.npy" in errors[0]["reason"]
+
+
+def test_dicom_exams_are_found_in_a_folder_of_exams(tmp_path: Path) -> None:
+    # Two DICOM exams (one folder per series, same StudyInstanceUID as anonymisers leave it)
+    # and a stray series: the exams are found and predicted, the stray one is reported.
+    from dxkit.io.discover import discover
+
+    bundle, _ = make_bundle(tmp_path / "bundle.ckpt")
+    root = tmp_path / "site"
+    first = write_dicom_exam(root / "a", exam_volumes(1))
+    second = write_dicom_exam(root / "deeper" / "b", exam_volumes(2))
+    write_dicom_exam(tmp_path / "stray", {"axial": exam_volumes(3)["axial"]})
+    shutil.move(str(tmp_path / "stray" / "series0"), str(root / "stray-series"))
+    items, bad = discover([root], "exam")
+    assert [i.source for i in items] == [str(first), str(second)]
+    assert [b.source for b in bad] == [str(root / "stray-series")]
+    predictor = ExamPredictor.from_bundle(bundle)
+    expected = predictor.predict_folder(first).probabilities
+    out = tmp_path / "exams.csv"
+    with pytest.raises(SystemExit) as code:
+        main(["predict", str(bundle), str(root), "--out", str(out)])
+    assert code.value.code == 1
+    rows = {r["exam"]: r for r in csv.DictReader(out.open())}
+    assert set(rows) == {str(first), str(second)}
+    for f in FINDINGS:
+        assert float(rows[str(first)][f]) == pytest.approx(expected[f], abs=1e-6)
 
 
 class _Exploit:

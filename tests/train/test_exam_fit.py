@@ -7,6 +7,7 @@ out-of-fold predictions only, that the planted findings are learnt, and the CLI 
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -183,3 +184,36 @@ def test_best_tune_score_is_filed_under_the_monitored_metric() -> None:
         {"best_tune_auc": None, "best_tune_loss": 0.3}
     )
     assert _best_tune("val_auc", torch.tensor(float("nan")))["best_tune_auc"] is None
+
+
+def test_int8_bundle_serves_what_was_checked_or_is_refused(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    # This fixture's networks are barely trained (their logits move little between exams),
+    # so whether int8 stays within the default tolerance depends on the machine's rounding:
+    # accept with loose tolerances here and check that what is served is what was checked.
+    run = trained["run"]
+    assert run_cli(["export", str(run), "--int8", "--max-auc-change", "1",
+                    "--max-prob-change", "1"]) == 0  # fmt: skip
+    int8 = run / "checkpoints" / "bundle.int8.ckpt"
+    q = read_checkpoint(int8)["dxkit"]["quantization"]
+    check = q["check"]
+    assert check["split"] == "valid" and check["scans"] == 12  # the held-out exams
+    assert q["calibrated_on"].startswith("16 fit exams")
+    exam_dir = tmp_path / "exam_0041"
+    exam_dir.mkdir()
+    for plane in ("axial", "coronal", "sagittal"):
+        shutil.copy(trained["root"] / "valid" / plane / "0041.npy", exam_dir / f"{plane}.npy")
+    fp32 = ExamPredictor.from_bundle(run / "checkpoints" / "bundle.ckpt").predict_folder(exam_dir)
+    fast = ExamPredictor.from_bundle(int8)
+    assert all(type(n).__name__ == "OrtNetwork" for n in fast.model.networks.nets.values())
+    got = fast.predict_folder(exam_dir)
+    changes = [abs(got.probabilities[f] - fp32.probabilities[f]) for f in FINDINGS]
+    assert 0 < max(changes) <= check["max_prob_change"] + 1e-9  # a valid exam: checked
+    assert run_cli(["predict", str(int8), str(exam_dir), "--out", str(tmp_path / "p.csv")]) == 0
+    row = next(csv.DictReader((tmp_path / "p.csv").open()))
+    assert float(row["acl"]) == pytest.approx(got.probabilities["acl"], abs=1e-6)
+    refused = tmp_path / "refused.int8.ckpt"
+    code = run_cli(["export", str(run), "--int8", "--max-prob-change", "1e-9", "--out",
+                    str(refused)])  # fmt: skip
+    assert code == 2 and not refused.exists()

@@ -107,7 +107,9 @@ def test_workload_metric_is_the_weighted_log_loss() -> None:
     assert workload_metrics(["abnormal", "acl", "meniscus"], y[:, :3], p[:, :3]) == ({}, {})
 
 
-def test_synthetic_head_ct_trains_on_the_cache_and_serves_raw_dicom(tmp_path: Path) -> None:
+def test_synthetic_head_ct_trains_on_the_cache_and_serves_raw_dicom(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     dcm, cache, runs = tmp_path / "dcm", tmp_path / "cache", tmp_path / "runs"
     table = pd.read_csv(
         generate_ct_dataset(dcm, 30, slices_per_patient=4, size=64, positive_fraction=0.5, seed=7)
@@ -134,23 +136,47 @@ def test_synthetic_head_ct_trains_on_the_cache_and_serves_raw_dicom(tmp_path: Pa
     assert ct is not None and ct.size == 64 and ct.window_names == ["brain", "subdural", "bone"]
     assert loaded.preprocessing.size == 32 and loaded.preprocessing.in_chans == 3
 
-    # The report carries the competition metric, equal to an independent sklearn computation.
+    # The recipe holds out test patients (data.test_fraction 0.1) that no choice saw, and
+    # `dxkit evaluate` scores them by default.
+    data = load_rsna(cache, val_fraction=0.25, seed=0, test_fraction=0.1)
+    test, val = data.splits["test"], data.splits["val"]
+    seen = set(data.splits["train"].groups) | set(val.groups)
+    assert len(set(test.groups)) == 3 and not set(test.groups) & seen
+
+    # The report carries the competition metric on the test split, equal to an independent
+    # sklearn computation.
     report = json.loads((run / "report.json").read_text())
+    assert report["metrics"]["split"] == "test" and report["metrics"]["held_out"] is True
+    assert "selection_warning" not in report["metrics"]
     wll = report["extra"]["RSNA weighted log loss"]["value"]
     assert "RSNA weighted log loss" in (run / "report.html").read_text()
-    val = load_rsna(cache, val_fraction=0.25, seed=0).splits["val"]
+    test_probs = predict_set(loaded, test, tta=True)
+    y_test = np.asarray(test.labels)
+    per_label = [log_loss(y_test[:, j], test_probs[:, j], labels=[0, 1]) for j in range(6)]
+    assert wll == pytest.approx(np.average(per_label, weights=[1, 1, 1, 1, 1, 2]), rel=1e-6)
+    # It learned (judged on the larger validation split): blood is ranked above clean slices
+    # and beats the prevalence-only guess.
     probs = predict_set(loaded, val, tta=True)
     y = np.asarray(val.labels)
     per_label = [log_loss(y[:, j], probs[:, j], labels=[0, 1]) for j in range(6)]
-    assert wll == pytest.approx(np.average(per_label, weights=[1, 1, 1, 1, 1, 2]), rel=1e-6)
-    # It learned: blood is ranked above clean slices and beats the prevalence-only guess.
+    wll_val = float(np.average(per_label, weights=[1, 1, 1, 1, 1, 2]))
     assert roc_auc_score(y[:, -1], probs[:, -1]) >= 0.9
-    train_prev = np.clip(load_rsna(cache, 0.25, 0).splits["train"].labels.mean(0), 1e-3, 1 - 1e-3)
+    train_prev = np.clip(data.splits["train"].labels.mean(0), 1e-3, 1 - 1e-3)
     prior = np.average(
         [log_loss(y[:, j], np.full(len(y), train_prev[j]), labels=[0, 1]) for j in range(6)],
         weights=[1, 1, 1, 1, 1, 2],
     )
-    assert wll < 0.7 * prior, (wll, prior)
+    assert wll_val < 0.7 * prior, (wll_val, prior)
+
+    # Scoring the selection split stays possible, and both console and report say so.
+    capsys.readouterr()
+    dxkit("evaluate", run, "--split", "val", "--out", tmp_path / "val_report")
+    console = " ".join(capsys.readouterr().out.split())
+    assert "NOT A HELD-OUT RESULT" in console and "chose the checkpoint" in console
+    val_report = json.loads((tmp_path / "val_report" / "report.json").read_text())
+    assert val_report["metrics"]["held_out"] is False
+    assert "chose the checkpoint" in val_report["metrics"]["selection_warning"]
+    assert "NOT A HELD-OUT RESULT" in (tmp_path / "val_report" / "report.html").read_text()
 
     # Serving: raw DICOM through `dxkit predict` gives what the cached arrays give.
     kept = index.sort_values("image_id").head(16)

@@ -159,7 +159,10 @@ def test_predict_bad_input_names_the_file(
     broken.write_bytes(b"\x89PNG not really")
     assert run_cli(["predict", str(run["run"]), str(broken), "--out", str(tmp_path / "o")]) == 2
     captured = capsys.readouterr()
-    assert "broken.png" in captured.out + captured.err and not (tmp_path / "o").exists()
+    assert "broken.png" in captured.out + captured.err
+    # Nothing but the list of bad files is written when no radiograph could be read.
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["errors.csv"]
+    assert "broken.png" in (tmp_path / "o" / "errors.csv").read_text()
 
 
 def test_predict_png_gives_mask_at_its_size(run: dict[str, Path], tmp_path: Path) -> None:

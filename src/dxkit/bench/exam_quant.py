@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +26,12 @@ import torch
 from torch import nn
 
 from dxkit.data.exam import PLANES
+from dxkit.serve.quantize import OrtRecipe, prepare_for_quantization, quantize_int8
 
 Planes = tuple[torch.Tensor, ...]
 Runner = Callable[[Planes], Any]  # three planes (S, 1, H, W) → logits (P, F)
-TRUNK_OPS = ("Conv", "Relu", "MaxPool", "GlobalAveragePool")
-
-
-@dataclass(frozen=True)
-class OrtRecipe:
-    """One ONNX Runtime static int8 recipe (QDQ, u8 activations, s8 weights, MinMax)."""
-
-    key: str  # file-name part
-    op_types: tuple[str, ...] | None = TRUNK_OPS  # None: every op ORT can quantise
-    float_convs: tuple[int, ...] = ()  # AlexNet ``features`` indices kept in float
-    per_channel: bool = True
-    reduce_range: bool = False  # 7-bit weights: only for x86 CPUs without VNNI (saturation)
-    extra: dict[str, Any] = field(default_factory=dict)
-
+# The ONNX Runtime recipe and quantiser are the library's (``dxkit export --int8``); the
+# bench adds its variants (every op, AlexNet convs kept in float) and caching.
 
 ORT_RECIPES = {
     "ONNX Runtime int8 static (QDQ, every op)": OrtRecipe("all-ops", op_types=None),
@@ -76,8 +64,6 @@ def _conv_nodes(model_path: Path, indices: tuple[int, ...]) -> list[str]:
 def onnx_fp32(forward: nn.Module, example: Planes, folder: Path, family: str) -> Path:
     """The exported fp32 graph, after ORT's quantisation pre-processing (shape inference,
     graph clean-up), written once per set of weights."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     weights = _digest(*(p.detach().numpy() for p in forward.parameters()))
     pre = folder / f"{family}-{weights}-fp32.onnx"
     if pre.is_file():
@@ -94,7 +80,7 @@ def onnx_fp32(forward: nn.Module, example: Planes, folder: Path, family: str) ->
         opset_version=17,
         dynamo=False,
     )
-    quant_pre_process(str(raw), str(pre))
+    prepare_for_quantization(raw, pre)
     raw.unlink()
     return pre
 
@@ -102,40 +88,12 @@ def onnx_fp32(forward: nn.Module, example: Planes, folder: Path, family: str) ->
 def onnx_int8_static(fp32: Path, calibration: list[Planes], recipe: OrtRecipe) -> Path:
     """``fp32`` quantised with ``recipe``, calibrated on ``calibration`` (whole exams,
     normalised exactly as at inference; never the scored validation exams)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
     calib = _digest(*(t.numpy() for x in calibration for t in x))
     out = fp32.with_name(fp32.name.replace("fp32", f"int8-{recipe.key}-{calib}"))
     if out.is_file():
         return out
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = (
-                {p: t.numpy() for p, t in zip(PLANES, x, strict=True)} for x in calibration
-            )
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
-    quantize_static(
-        str(fp32),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=recipe.per_channel,
-        reduce_range=recipe.reduce_range,
-        op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
-        nodes_to_exclude=_conv_nodes(fp32, recipe.float_convs),
-        extra_options=recipe.extra,
-    )
+    feeds = ({p: t.numpy() for p, t in zip(PLANES, x, strict=True)} for x in calibration)
+    quantize_int8(fp32, out, feeds, recipe, _conv_nodes(fp32, recipe.float_convs))
     return out
 
 

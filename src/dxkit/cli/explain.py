@@ -21,7 +21,11 @@ def explain(
     ],
     scans: Annotated[
         list[Path],
-        typer.Argument(help="Scans (PNG/JPEG/DICOM/npy); exam folders for an exam bundle."),
+        typer.Argument(
+            help="Scans (PNG/JPEG/DICOM/npy) or folders of them (recursive); exam folders for "
+            "an exam bundle. Unreadable ones are skipped and listed in OUT/errors.csv "
+            "(exit 1; 2 if none could be read)."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs, .npy maps and JSON.")],
     method: Annotated[
@@ -53,9 +57,11 @@ def explain(
     ] = False,
 ) -> None:
     """Write a heatmap overlay (and a slice montage for volumes and exams) per scan."""
+    from dxkit.cli.batch import report_failures
     from dxkit.errors import ConfigError
     from dxkit.explain.faithfulness import FILLS
     from dxkit.explain.run import SUMMARY, explain_scans
+    from dxkit.io.discover import BadScan
 
     if fill not in FILLS:
         raise ConfigError(f"--fill {fill!r} is unknown; use one of {', '.join(FILLS)}")
@@ -89,3 +95,5 @@ def explain(
         from dxkit.explain.faithfulness import VERDICT_RULE
 
         console.print(f"verdict: {VERDICT_RULE}", soft_wrap=True)
+    bad = [BadScan(f["source"], f["reason"]) for f in summary.get("failed", [])]
+    report_failures(bad, len(summary["scans"]), out / SUMMARY)  # errors.csv beside it

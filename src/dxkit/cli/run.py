@@ -71,7 +71,13 @@ def train(
 @app.command("evaluate")
 def evaluate_cmd(
     run_or_checkpoint: Annotated[Path, typer.Argument(help="A run folder or a .ckpt file.")],
-    split: Annotated[str | None, typer.Option(help="test, val or train (default: test)")] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="test, val or train (default: the held-out test split; val chose the "
+            "checkpoint and thresholds, and the report says so)"
+        ),
+    ] = None,
     tta: Annotated[bool | None, typer.Option(help="Average over flipped views.")] = None,
     out: Annotated[Path | None, typer.Option(help="Report folder (default: the run).")] = None,
 ) -> None:
@@ -89,7 +95,12 @@ def predict(
         Path, typer.Argument(help="A .ckpt file, a run folder, an exam bundle or an .onnx file.")
     ],
     files: Annotated[
-        list[Path], typer.Argument(help="Scans (PNG/JPEG/DICOM/npy) or an exam folder.")
+        list[Path],
+        typer.Argument(
+            help="Scans (PNG/JPEG/DICOM/npy) and folders of them (searched recursively; a 3-D "
+            "model reads each DICOM series as one volume), or exam folders. Unreadable scans "
+            "are skipped and listed (errors.csv beside --out): exit 1 if some failed, 2 if all."
+        ),
     ],
     out: Annotated[Path | None, typer.Option(help="Write a CSV (and masks) here.")] = None,
     exam: Annotated[
@@ -100,6 +111,7 @@ def predict(
     ] = False,
 ) -> None:
     """Print (or write as CSV) the probability of each finding for each scan."""
+    from dxkit.cli.batch import predict_scans, report_failures
     from dxkit.serve.predictor import Predictor
 
     if checkpoint.suffix.lower() == ".onnx":
@@ -110,13 +122,14 @@ def predict(
         kind, ckpt = _kind_of(checkpoint)
         if kind in PREDICTORS:
             chosen = {"exam_id": exam} if exam is not None and kind == "exam" else {}
-            renderable = importlib.import_module(PREDICTORS[kind]).run_predict(
-                ckpt, files, out, **chosen
-            )
-            console.print(renderable)
+            module = importlib.import_module(PREDICTORS[kind])
+            renderable, failed, done = module.run_predict(ckpt, files, out, **chosen)
+            if done:
+                console.print(renderable)
+            report_failures(failed, done, out)
             return
         predictor = Predictor.from_checkpoint(ckpt)
-    predictions = predictor.predict_files(files)
+    predictions, bad = predict_scans(predictor, files)
     names = predictor.label_names
     flagged = [p for p in predictions if getattr(p, "input_warning", None)]
     if strict_inputs and flagged:
@@ -125,7 +138,7 @@ def predict(
             f"{len(predictions)} scans); check the inputs, or drop --strict-inputs to predict "
             "with a warning"
         )
-    if out is not None:
+    if out is not None and predictions:
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", newline="") as fh:
             writer = csv.writer(fh)
@@ -137,14 +150,15 @@ def predict(
                     + [getattr(p, "input_warning", None) or ""]
                 )
         console.print(f"wrote {len(predictions)} rows to {out}")
-        return
-    table = Table("file", *names)
-    for p in predictions:
-        cells = [f"{p.probabilities[n]:.3f}{' +' if p.positive[n] else ''}" for n in names]
-        table.add_row(p.source, *cells)
-    console.print(table)
+    elif predictions:
+        table = Table("file", *names)
+        for p in predictions:
+            cells = [f"{p.probabilities[n]:.3f}{' +' if p.positive[n] else ''}" for n in names]
+            table.add_row(p.source, *cells)
+        console.print(table)
     for p in flagged:
         console.print(f"[bold yellow]warning:[/] {p.source}: {p.input_warning}", soft_wrap=True)
+    report_failures(bad, len(predictions), out)
 
 
 @app.command("lr-find")
@@ -168,3 +182,6 @@ def _print_scores(split: str, scores: dict[str, float], payload: Any = None) -> 
     from dxkit.evaluate.verdicts import score_line
 
     console.print(score_line(split, scores, payload), soft_wrap=True, highlight=False)
+    warning = (payload or {}).get("selection_warning")
+    if warning:  # scored on a split that chose the checkpoint/thresholds: say so plainly
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)

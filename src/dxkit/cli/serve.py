@@ -126,10 +126,32 @@ def serve_hosts(host: str, extra: list[str]) -> list[str]:
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="A classifier .ckpt or its run folder.")],
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(help="A classifier .ckpt, an exam bundle.ckpt (--int8) or a run folder."),
+    ],
     format: Annotated[str, typer.Option("--format", help="Export format.")] = "onnx",
     out: Annotated[Path | None, typer.Option(help="Output .onnx (default: beside it).")] = None,
     check: Annotated[bool, typer.Option(help="Compare ONNX Runtime with PyTorch after.")] = True,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Static int8 (ONNX Runtime QDQ, conv trunk) calibrated on the run's training "
+            "scans, written as <stem>.int8.onnx (an exam bundle: bundle.int8.ckpt, its plane "
+            "networks int8); checked against fp32 on the run's held-out "
+            "scans and refused (exit 2, with the figures) beyond --max-auc-change / "
+            "--max-prob-change. dxkit serve and dxkit predict load it like any .onnx.",
+        ),
+    ] = False,
+    max_auc_change: Annotated[
+        float | None,
+        typer.Option(help="--int8: largest |ΔAUC| of any finding accepted (default 0.005)."),
+    ] = None,
+    max_prob_change: Annotated[
+        float | None,
+        typer.Option(help="--int8: largest |Δ probability| of any scan accepted (default 0.05)."),
+    ] = None,
 ) -> None:
     """Export a checkpoint to ONNX with its preprocessing inside the graph (+ JSON sidecar)."""
     from dxkit.evaluate.run import resolve_checkpoint
@@ -138,6 +160,29 @@ def export(
     if format.lower() != "onnx":
         raise ConfigError(f"--format {format!r}: only 'onnx' is supported")
     ckpt = resolve_checkpoint(checkpoint)
+    if int8:
+        from dxkit.serve import quantize, quantize_exam
+        from dxkit.train.checkpoint import checkpoint_kind
+
+        export_kind = (
+            quantize_exam.export_exam_int8
+            if checkpoint_kind(ckpt) == "exam"
+            else quantize.export_int8
+        )
+        path, result = export_kind(
+            ckpt,
+            out,
+            max_auc_change=quantize.DEFAULT_MAX_AUC_CHANGE
+            if max_auc_change is None
+            else max_auc_change,
+            max_prob_change=quantize.DEFAULT_MAX_PROB_CHANGE
+            if max_prob_change is None
+            else max_prob_change,
+        )
+        sidecar = sidecar_path(path)
+        console.print(f"wrote {path}" + (f" and {sidecar.name}" if sidecar.is_file() else ""))
+        console.print(f"int8 check vs fp32: {result.summary()}", highlight=False)
+        return
     path = export_onnx(ckpt, out)
     console.print(f"wrote {path} and {sidecar_path(path).name}")
     if check:

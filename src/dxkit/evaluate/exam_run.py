@@ -21,6 +21,7 @@ from dxkit.errors import ConfigError
 from dxkit.evaluate.metrics import auc_with_ci, evaluate_predictions
 from dxkit.evaluate.report import write_report
 from dxkit.evaluate.run import Evaluation, resolve_checkpoint
+from dxkit.evaluate.selection import mark_split
 from dxkit.train.config import config_from_dict
 from dxkit.train.exam_fit import label_matrix, load_exam_split
 from dxkit.train.exam_module import ExamModel, load_exam_bundle
@@ -133,6 +134,7 @@ def evaluate_checkpoint(
         threshold_method=model.meta.get("threshold_method", "youden"),
         thresholds_chosen_on=model.meta.get("thresholds_from", "unknown"),
     )
+    mark_split(payload, "exam", split)
     fusion = model.meta["fusion"]
     coef, intercept = model.fusion.coef, model.fusion.intercept
     assert coef is not None and intercept is not None  # set by load_exam_bundle

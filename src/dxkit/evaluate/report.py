@@ -249,6 +249,8 @@ def render_html(doc: Mapping[str, Any]) -> str:
     """The self-contained page for a report document."""
     m = doc["metrics"]
     body = [html.meta_list(doc["header"]), _summary(m), _overview(m)]
+    if m.get("selection_warning"):  # scored on a split a choice was made on: say it first
+        body.insert(0, html.notes([m["selection_warning"]]))
     if len(m["labels"]) > 1:
         body.append(html.image(plots.data_uri(plots.roc_overview(m["labels"])), "ROC per label"))
     body.append(_class_confusion(m))

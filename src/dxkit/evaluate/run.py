@@ -29,6 +29,7 @@ from dxkit.evaluate.metrics import (
 )
 from dxkit.evaluate.operating_point import ThresholdMethod
 from dxkit.evaluate.report import write_report
+from dxkit.evaluate.selection import mark_split
 from dxkit.train.checkpoint import LoadedModel, load_checkpoint, update_metadata
 from dxkit.train.config import config_from_dict
 from dxkit.train.module import predict_probabilities
@@ -118,7 +119,8 @@ def evaluate_checkpoint(
     out_dir: Path | None = None,
     source: SourceData | None = None,
 ) -> Evaluation:
-    """Score a checkpoint on ``split`` (default: test if the data has one, else val)."""
+    """Score a checkpoint on ``split`` (default: test if the data has one, else val; a
+    split that took part in a choice is flagged in the report, see ``selection``)."""
     ckpt = resolve_checkpoint(run_or_checkpoint)
     loaded = load_checkpoint(ckpt)
     cfg = config_from_dict(loaded.meta["config"], source=f"{ckpt} (saved config)")
@@ -164,6 +166,7 @@ def evaluate_checkpoint(
     payload["dataset"] = loaded.meta.get("dataset", source.name)
     payload["source"] = source.extra.get("source", cfg.data.source)  # names the metrics
     payload["threshold_method"] = ev.threshold
+    mark_split(payload, "classify", split)
     out_dir = out_dir or ckpt.parent.parent
     title = f"{cfg.name}: {payload['model']} on {payload['dataset']} ({split})"
     json_path, html_path = write_report(out_dir, payload, title=title, extra=extra)

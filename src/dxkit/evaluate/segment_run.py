@@ -25,6 +25,7 @@ from dxkit.evaluate.metrics import evaluate_predictions
 from dxkit.evaluate.report import write_report
 from dxkit.evaluate.run import resolve_checkpoint
 from dxkit.evaluate.segmentation import dice_per_image
+from dxkit.evaluate.selection import mark_split
 from dxkit.train.config import config_from_dict
 from dxkit.train.segment_data import indices_of, load_siim_data, patient_groups
 from dxkit.train.segment_model import (
@@ -151,6 +152,7 @@ def evaluate_checkpoint(
         decision=model.decision,
         thresholds_chosen_on=th.get("chosen_on", "validation"),
     )
+    mark_split(payload, "segment", name)
     mean_dice = float(out.dice.mean())
     pos = out.positive
     positive_dice = float(out.dice[pos].mean()) if pos.any() else float("nan")

@@ -31,6 +31,7 @@ from dxkit.explain.overlay import (
     scale_note,
 )
 from dxkit.explain.volume import ExamHeatmaps, exam_inputs, explain_exam, peak_slice, plane_network
+from dxkit.io.discover import ScanItem, discover, read_volume, readable
 
 log = logging.getLogger(__name__)
 SUMMARY = "explain.json"
@@ -119,7 +120,6 @@ def explain_scans(
 def _explain_classifier(
     path: Path, scans: Sequence[str | Path], out: Path, ask: _Request
 ) -> dict[str, Any]:
-    from dxkit.io import read_scan
     from dxkit.preprocess.input_profile import check_input
     from dxkit.serve.predictor import Predictor
 
@@ -128,8 +128,15 @@ def _explain_classifier(
     pre = explainer.preprocessing
     names = _Names()
     rows = []
-    for scan in map(Path, scans):
-        array = read_scan(scan)
+    items, bad = discover(scans, "series" if pre.spatial_dims == 3 else "file")
+
+    def read(item: ScanItem) -> np.ndarray:
+        array = read_volume(item)
+        prepare_scan(pre, array, item.source)  # a scan the model cannot take is reported
+        return array
+
+    for item, array in readable(items, read, bad):
+        scan = Path(item.source)
         warning = check_input(predictor.loaded.meta.get("input_profile"), array)
         if warning and ask.strict_inputs:
             raise InvalidScanError(
@@ -175,6 +182,7 @@ def _explain_classifier(
         log.info("%s: %s p=%.3f", scan, heat.finding, heat.probability)
     meta = predictor.loaded.meta
     return {
+        "failed": [{"source": b.source, "reason": b.reason} for b in bad],
         "model": meta["model"]["name"],
         "task": predictor.loaded.task,
         "findings": predictor.label_names,
@@ -224,28 +232,19 @@ def _volume_outputs(
     }
 
 
-def _exam_folder(scan: Path) -> Any:
-    from dxkit.data.sources.mrnet import load_exam_folder
-
-    if scan.is_file():
-        raise DataSourceError(
-            f"{scan} is a file; an exam model takes exam folders holding axial.npy, "
-            "coronal.npy and sagittal.npy (or three DICOM series)"
-        )
-    return load_exam_folder(scan)
-
-
 def _explain_exams(
     path: Path, scans: Sequence[str | Path], out: Path, ask: _Request
 ) -> dict[str, Any]:
+    from dxkit.data.sources.mrnet import load_exam_folder
     from dxkit.train.exam_module import load_exam_bundle
 
     model = load_exam_bundle(path)
     names = _Names()
     rows = []
     layer_used = ask.layer
-    for scan in map(Path, scans):
-        exam = _exam_folder(scan)
+    items, bad = discover(scans, "exam")
+    for item, exam in readable(items, lambda item: load_exam_folder(item.paths[0]), bad):
+        scan = Path(item.source)
         maps = explain_exam(model, exam, ask.finding, ask.method, ask.layer)
         layer_used = maps.layer
         stem = f"{names(scan)}.{_slug(maps.finding)}.{ask.method}"
@@ -262,6 +261,7 @@ def _explain_exams(
                 row["planes"][plane]["faithfulness"] = result.as_dict()
         rows.append(row)
     return {
+        "failed": [{"source": b.source, "reason": b.reason} for b in bad],
         "model": model.meta.get("model", {}).get("backbone"),
         "task": "exam",
         "findings": model.findings,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from dxkit.errors import ConfigError
 from dxkit.explain.faithfulness import Fill, deletion_check
 from dxkit.explain.overlay import save_map, save_overlay
+from dxkit.io.discover import discover, readable
 
 log = logging.getLogger(__name__)
 METHOD = "probability"
@@ -70,8 +71,9 @@ def explain_segmenter(
     min_area = int(th.get("min_area", 0))
     use_classifier = th.get("preferred") == "classifier" and model.has_classifier
     rows = []
-    for scan in map(Path, scans):
-        pixels = read_image(scan, model)
+    items, bad = discover(scans, "file")
+    for item, pixels in readable(items, lambda item: read_image(item.paths[0], model), bad):
+        scan = item.paths[0]
         maps, cls = model.predict([pixels])
         prob = maps[0]
         score = (
@@ -108,6 +110,7 @@ def explain_segmenter(
         rows.append(row)
         log.info("%s: %s p=%.3f", scan, labels[0], score)
     return {
+        "failed": [{"source": b.source, "reason": b.reason} for b in bad],
         "model": f"{model.meta['model'].get('architecture', 'unet')}/"
         f"{model.meta['model'].get('encoder', '?')}",
         "task": "segment",

@@ -22,6 +22,7 @@ from rich.table import Table
 from dxkit.data.exam import Exam
 from dxkit.data.sources.mrnet import load_exam_folder
 from dxkit.errors import DataSourceError
+from dxkit.io.discover import READ_ERRORS, BadScan, collect, discover
 from dxkit.train.exam_module import ExamModel, load_exam_bundle
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,15 @@ class ExamPredictor:
 
     @classmethod
     def from_bundle(cls, path: str | Path) -> ExamPredictor:
-        """Load ``checkpoints/bundle.ckpt`` of an exam run (safely: ``weights_only=True``)."""
-        return cls(load_exam_bundle(path))
+        """Load ``checkpoints/bundle.ckpt`` of an exam run (safely: ``weights_only=True``);
+        a ``bundle.int8.ckpt`` (``dxkit export --int8``) runs its int8 graphs."""
+        model = load_exam_bundle(path)
+        if "quantization" in model.meta:
+            from dxkit.serve.quantize_exam import with_int8_networks
+            from dxkit.train.checkpoint import read_checkpoint
+
+            model = with_int8_networks(model, read_checkpoint(path))
+        return cls(model)
 
     @property
     def findings(self) -> list[str]:
@@ -106,21 +114,49 @@ class ExamPredictor:
         return self.predict_exams([load_exam_folder(folder)], source=str(folder))[0]
 
 
-def run_predict(
-    ckpt: Path, inputs: list[Path], out: Path | None, exam_id: str | None = None
-) -> str | Table:
-    """``dxkit predict BUNDLE EXAM_DIR...`` (or an MRNet split folder, all its exams or
-    ``exam_id``): a table of each exam's three probabilities (``+`` marks a call at the
-    tuned threshold), or a CSV written to ``out``."""
+def predict_batch(
+    predictor: ExamPredictor, inputs: Sequence[Path], exam_id: str | None = None
+) -> tuple[list[ExamPrediction], list[BadScan]]:
+    """Predictions of every exam found under ``inputs`` (an MRNet split folder: all its exams,
+    or only ``exam_id``; else ``io.discover``: exam folders, DICOM studies) and the exams that
+    could not be read, each with its reason."""
     from dxkit.data.sources.mrnet import is_mrnet_split, split_exams
 
-    predictor = ExamPredictor.from_bundle(ckpt)
-    predictions = []
+    predictions: list[ExamPrediction] = []
+    others = []
     for path in inputs:
         if is_mrnet_split(path):
             predictions += predictor.predict_exams(split_exams(path, exam_id))
         else:
-            predictions.append(predictor.predict_folder(path))
+            others.append(path)
+    items, bad = discover(others, "exam")
+    exams, unread = collect(items, lambda item: load_exam_folder(item.paths[0]))
+    bad += unread
+    for item, exam in exams:  # volumes are read on access: a bad one fails here
+        try:
+            predictions += predictor.predict_exams([exam], source=item.source)
+        except READ_ERRORS as err:
+            bad.append(BadScan(item.source, str(err)))
+    return predictions, bad
+
+
+def run_predict(
+    ckpt: Path, inputs: list[Path], out: Path | None, exam_id: str | None = None
+) -> tuple[str | Table, list[BadScan], int]:
+    """``dxkit predict BUNDLE EXAM_DIR...`` (or an MRNet split folder, all its exams or
+    ``exam_id``): a table of each exam's three probabilities (``+`` marks a call at the
+    tuned threshold), or a CSV written to ``out``; with the exams that could not be read and
+    the number predicted."""
+    predictor = ExamPredictor.from_bundle(ckpt)
+    predictions, bad = predict_batch(predictor, inputs, exam_id)
+    if not predictions:
+        return "", bad, 0
+    return _render(predictor, predictions, out), bad, len(predictions)
+
+
+def _render(
+    predictor: ExamPredictor, predictions: list[ExamPrediction], out: Path | None
+) -> str | Table:
     names = predictor.findings
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -266,6 +266,9 @@ def _embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
     import onnx
 
     model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]  # replace, not repeat
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
     model.producer_name = "dxkit"

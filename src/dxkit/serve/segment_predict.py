@@ -8,8 +8,8 @@ the SIIM format ``ImageId,EncodedPixels`` (relative run-length code, ``-1`` when
 area). The ImageId is the file name without its extension (SIIM names files by ImageId).
 The masks are the ones ``dxkit evaluate`` scores (``dxkit.train.segment_model``).
 
-``predict`` has no batch-skip mode: the first unreadable file stops the run with an error
-naming it, before anything is written.
+An unreadable file is skipped and reported (``io.discover``; ``dxkit predict`` lists it in
+``errors.csv`` and exits 1); the others are still segmented and written.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import numpy as np
 from PIL import Image
 from rich.table import Table
 
-from dxkit.errors import MissingFileError, UnsupportedFormatError
+from dxkit.errors import UnsupportedFormatError
 from dxkit.explain.overlay import overlay_rgb
+from dxkit.io.discover import BadScan, collect, discover
 from dxkit.io.radiograph import read_radiograph
 from dxkit.io.raster import read_raster
 from dxkit.preprocess.rle import encode_rle
@@ -58,26 +59,6 @@ class SegmentPrediction:
         return int(self.mask.sum())
 
 
-def expand_inputs(inputs: list[Path]) -> list[Path]:
-    """Files as given; folders → their DICOM/PNG/JPEG files (sorted, recursive)."""
-    files: list[Path] = []
-    for path in inputs:
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in DICOM_SUFFIXES | RASTER_SUFFIXES
-            )
-            if not found:
-                raise MissingFileError(f"{path}: no .dcm, .png or .jpg radiographs in this folder")
-            files += found
-        elif not path.is_file():
-            raise MissingFileError(f"{path}: no such radiograph; check the path")
-        else:
-            files.append(path)
-    return files
-
-
 def read_image(path: Path, model: SegmentModel) -> np.ndarray:
     """A radiograph file → ``(H, W)`` float32 in [0, 1] (colour images averaged to grey)."""
     suffix = path.suffix.lower()
@@ -92,7 +73,13 @@ def read_image(path: Path, model: SegmentModel) -> np.ndarray:
 
 def predict_files(model: SegmentModel, files: list[Path]) -> list[SegmentPrediction]:
     """Masks and probabilities for each file (all files are read before any prediction)."""
-    images = [read_image(path, model) for path in files]
+    return predict_images(model, files, [read_image(path, model) for path in files])
+
+
+def predict_images(
+    model: SegmentModel, files: list[Path], images: list[np.ndarray]
+) -> list[SegmentPrediction]:
+    """Masks and probabilities for radiographs already read (``read_image``) from ``files``."""
     th = model.thresholds
     t, min_area = float(th["threshold"]), int(th["min_area"])
     maps, cls = model.predict(images)
@@ -150,11 +137,23 @@ def write_outputs(predictions: list[SegmentPrediction], out: Path) -> Path:
     return submission
 
 
-def run_predict(ckpt: Path, inputs: list[Path], out: Path | None) -> str | Table:
+def run_predict(
+    ckpt: Path, inputs: list[Path], out: Path | None
+) -> tuple[str | Table, list[BadScan], int]:
     """``dxkit predict CKPT FILES... [--out DIR]``: masks, overlays and a submission CSV
-    under ``out``; without ``out`` a table of each image's probability and mask area."""
+    under ``out``; without ``out`` a table of each image's probability and mask area; with
+    the radiographs that could not be read and the number predicted."""
     model = load_segmenter(ckpt)
-    predictions = predict_files(model, expand_inputs(inputs))
+    items, bad = discover(inputs, "file")
+    read, unread = collect(items, lambda item: read_image(item.paths[0], model))
+    bad += unread
+    if not read:
+        return "", bad, 0
+    files, images = [item.paths[0] for item, _ in read], [image for _, image in read]
+    return _render(predict_images(model, files, images), out), bad, len(read)
+
+
+def _render(predictions: list[SegmentPrediction], out: Path | None) -> str | Table:
     if out is not None:
         submission = write_outputs(predictions, out)
         return (

@@ -56,7 +56,13 @@ class DataConfig(_Strict):
     )
     download: bool = False
     val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
-    test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    test_fraction: float = Field(
+        default=0.2,
+        ge=0.0,
+        lt=1.0,
+        description="held-out test share (folder, rsna, siim; by patient) that no choice sees; "
+        "0 = none, then evaluate scores the selection split and says so",
+    )
     batch_size: int = Field(default=64, ge=1)
     eval_batch_size: int | None = Field(default=None, ge=1)
     num_workers: int = Field(default=0, ge=0)

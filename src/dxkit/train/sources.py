@@ -50,7 +50,9 @@ def load_source(cfg: RunConfig) -> SourceData:
 
         if d.path is None:
             raise ConfigError("data.path (the folder written by `dxkit prepare rsna`) is required")
-        return load_rsna(d.path, val_fraction=d.val_fraction, seed=cfg.seed)
+        return load_rsna(
+            d.path, val_fraction=d.val_fraction, seed=cfg.seed, test_fraction=d.test_fraction
+        )
     raise ConfigError(f"data.source {d.source!r} is not supported")
 
 

@@ -2,22 +2,23 @@
 
 The competition file ``stage_2_train.csv`` has rows ``ID_<image>_<subtype>,Label``, six per
 image. ``parse_rsna_labels`` pivots them to one row per image; ``load_rsna`` turns a cache
-written by ``dxkit prepare rsna`` into a ``SourceData`` split by patient (never the same
-patient on both sides) and stratified on ``any``.
+written by ``dxkit prepare rsna`` into a ``SourceData`` split into train/val/test by patient
+(never the same patient in two splits, ``data.splits.split_indices``) and stratified on
+``any``; the test patients are held out before validation is drawn, so nothing chosen on
+validation (checkpoint, thresholds, calibration) has seen them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from dxkit.data.source import LabelledSet, SourceData
+from dxkit.data.splits import split_indices
 from dxkit.errors import DataSourceError, MissingFileError
 
 logger = logging.getLogger(__name__)
@@ -88,33 +89,11 @@ def weighted_log_loss(
     return float(np.mean(losses @ w / w.sum()))
 
 
-def split_by_patient(
-    groups: np.ndarray, stratify: np.ndarray, val_fraction: float = 0.2, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Train/val row indices: no patient on both sides, ``stratify`` balanced when possible."""
-    if not 0 < val_fraction < 1:
-        raise DataSourceError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    n_splits = max(2, round(1 / val_fraction))
-    idx = np.arange(len(groups))
-    n_groups = len(np.unique(groups))
-    if n_groups < 2:
-        raise DataSourceError(
-            f"all {len(groups)} slices belong to one patient; a patient-grouped train/val split "
-            "needs at least 2 patients — prepare more studies"
-        )
-    _, class_counts = np.unique(stratify, return_counts=True)
-    if n_groups >= n_splits and len(class_counts) > 1 and class_counts.min() >= n_splits:
-        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "least populated class" on tiny sets
-            train, val = next(splitter.split(idx, stratify, groups))
-        return train, val
-    gss = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
-    return next(gss.split(idx, groups=groups))
-
-
-def load_rsna(cache_dir: Path | str, val_fraction: float = 0.2, seed: int = 0) -> SourceData:
-    """A prepared RSNA cache (``dxkit prepare rsna --labels ...``) as train/val ``SourceData``.
+def load_rsna(
+    cache_dir: Path | str, val_fraction: float = 0.2, seed: int = 0, test_fraction: float = 0.2
+) -> SourceData:
+    """A prepared RSNA cache (``dxkit prepare rsna --labels ...``) as train/val/test
+    ``SourceData`` (``test_fraction`` 0: no test split).
 
     Items are paths of the cached uint8 ``(C, H, W)`` ``.npy`` slices; dropped slices are
     left out; groups are patient ids.
@@ -142,7 +121,14 @@ def load_rsna(cache_dir: Path | str, val_fraction: float = 0.2, seed: int = 0) -
     index = index.reset_index(drop=True)
     labels = index[RSNA_LABELS].to_numpy(np.float32)
     groups = index["PatientID"].astype(str).to_numpy()
-    train, val = split_by_patient(groups, labels[:, -1], val_fraction, seed)
+    if len(np.unique(groups)) < 2:
+        raise DataSourceError(
+            f"{index_path}: all {len(groups)} slices belong to one patient; a patient-grouped "
+            "split needs at least 2 patients — prepare more studies"
+        )
+    index_of = split_indices(
+        len(index), labels[:, -1], groups, fractions=(val_fraction, test_fraction), seed=seed
+    )
     items = [root / p for p in index["array"]]
 
     def subset(rows: np.ndarray) -> LabelledSet:
@@ -164,7 +150,7 @@ def load_rsna(cache_dir: Path | str, val_fraction: float = 0.2, seed: int = 0) -
             root,
         )
     return SourceData(
-        splits={"train": subset(train), "val": subset(val)},
+        splits={name: subset(rows) for name, rows in index_of.items() if len(rows)},
         label_names=list(RSNA_LABELS),
         task="multilabel",
         spatial_dims=2,
