@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dxkit.errors import CheckpointError, DataSourceError, InvalidScanError
+from dxkit.errors import CheckpointError, InvalidScanError
 from dxkit.explain.cam import CamExplainer, Heatmap
 from dxkit.explain.faithfulness import Fill, deletion_check
 from dxkit.explain.geometry import display_image, normalise, prepare_scan
