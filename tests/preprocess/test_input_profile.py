@@ -116,7 +116,9 @@ def test_predict_flags_and_strict_refuses(
 
     from dxkit.serve.app import create_app
 
-    client = TestClient(create_app([run / "checkpoints" / "best.ckpt"]))
+    client = TestClient(
+        create_app([run / "checkpoints" / "best.ckpt"]), base_url="http://127.0.0.1"
+    )
     answers = {}
     for path, kind in ((ok, "image/png"), (ct, "application/octet-stream")):
         r = client.post("/v1/predict", files=[("files", (path.name, path.read_bytes(), kind))])

@@ -22,7 +22,7 @@ hd = pytest.importorskip("highdicom")
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    return TestClient(create_app([ct_checkpoint()]))
+    return TestClient(create_app([ct_checkpoint()]), base_url="http://127.0.0.1")
 
 
 @pytest.fixture(scope="module")

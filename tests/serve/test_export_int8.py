@@ -123,7 +123,7 @@ def test_int8_predictions_stay_within_the_stated_tolerance(
 
     from dxkit.serve.app import create_app
 
-    client = TestClient(create_app([out]))
+    client = TestClient(create_app([out]), base_url="http://127.0.0.1")
     buf = io.BytesIO()
     Image.fromarray(images[0]).save(buf, format="PNG")
     (name,) = [m["name"] for m in client.get("/v1/models").json()["models"]]
