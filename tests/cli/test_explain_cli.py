@@ -14,7 +14,7 @@ from PIL import Image
 
 from dxkit.cli import main
 from dxkit.explain.cam import CamExplainer
-from dxkit.serve.predictor import Predictor
+from dxkit.infer.predictor import Predictor
 from dxkit.train.config import config_from_dict
 from dxkit.train.fit import fit
 

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from dxkit.infer.export import export_onnx
+from dxkit.infer.onnx_predictor import OnnxPredictor
+from dxkit.infer.predictor import Predictor
 from dxkit.io import read_scan
 from dxkit.models.registry import create_model
 from dxkit.preprocess.spec import CTRecipe, Preprocessing
-from dxkit.serve.export import export_onnx
-from dxkit.serve.onnx_predictor import OnnxPredictor
-from dxkit.serve.predictor import Predictor
 
 TOLERANCE = 1e-4
 LABELS = ["epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any"]

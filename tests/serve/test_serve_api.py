@@ -30,8 +30,8 @@ from deploy_fixtures import (
 )
 from fastapi.testclient import TestClient
 
+from dxkit.infer.predictor import Predictor
 from dxkit.serve.app import create_app
-from dxkit.serve.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +328,7 @@ def test_exam_bundle_predict_and_explain(tmp_path: Path) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     from dxkit.data.exam import Exam, Series
-    from dxkit.serve.exam_predict import ExamPredictor
+    from dxkit.infer.exam_predict import ExamPredictor
 
     arrays = {p: np.load(io.BytesIO(v[1])) for p, v in planes.items()}
     exam = Exam("x", {p: Series(p, data=a, exam_id="x") for p, a in arrays.items()})

@@ -14,7 +14,7 @@ from torch import nn
 
 from dxkit.errors import ConfigError
 from dxkit.evaluate.run import predict_set
-from dxkit.train.checkpoint import load_checkpoint, read_checkpoint
+from dxkit.infer.checkpoint import load_checkpoint, read_checkpoint
 from dxkit.train.config import config_from_dict
 from dxkit.train.ema import WeightEMA
 from dxkit.train.fit import fit

@@ -26,12 +26,11 @@ EVALUATORS = {
     "segment": "dxkit.evaluate.segment_run",
     "exam": "dxkit.evaluate.exam_run",
 }
-PREDICTORS = {"segment": "dxkit.serve.segment_predict", "exam": "dxkit.serve.exam_predict"}
+PREDICTORS = {"segment": "dxkit.cli.predict_segment", "exam": "dxkit.cli.predict_exam"}
 
 
 def _kind_of(run_or_checkpoint: Path) -> tuple[str, Path]:
-    from dxkit.evaluate.run import resolve_checkpoint
-    from dxkit.train.checkpoint import checkpoint_kind
+    from dxkit.infer.checkpoint import checkpoint_kind, resolve_checkpoint
 
     ckpt = resolve_checkpoint(run_or_checkpoint)
     return checkpoint_kind(ckpt), ckpt
@@ -91,10 +90,10 @@ def predict(
     out: Annotated[Path | None, typer.Option(help="Write a CSV (and masks) here.")] = None,
 ) -> None:
     """Print (or write as CSV) the probability of each finding for each scan."""
-    from dxkit.serve.predictor import Predictor
+    from dxkit.infer.predictor import Predictor
 
     if checkpoint.suffix.lower() == ".onnx":
-        from dxkit.serve.onnx_predictor import OnnxPredictor
+        from dxkit.infer.onnx_predictor import OnnxPredictor
 
         predictor: Predictor | OnnxPredictor = OnnxPredictor.from_path(checkpoint)
     else:

@@ -72,8 +72,8 @@ def export(
     check: Annotated[bool, typer.Option(help="Compare ONNX Runtime with PyTorch after.")] = True,
 ) -> None:
     """Export a checkpoint to ONNX with its preprocessing inside the graph (+ JSON sidecar)."""
-    from dxkit.evaluate.run import resolve_checkpoint
-    from dxkit.serve.export import export_onnx, sidecar_path
+    from dxkit.infer.checkpoint import resolve_checkpoint
+    from dxkit.infer.export import export_onnx, sidecar_path
 
     if format.lower() != "onnx":
         raise ConfigError(f"--format {format!r}: only 'onnx' is supported")
@@ -90,8 +90,8 @@ def parity_check(checkpoint: Path, onnx_path: Path, seed: int = 0) -> float:
     (Hounsfield-like for CT, 0–255 otherwise) at 1.5× the model size (exercising the resize)."""
     import numpy as np
 
-    from dxkit.serve.onnx_predictor import OnnxPredictor
-    from dxkit.serve.predictor import Predictor
+    from dxkit.infer.onnx_predictor import OnnxPredictor
+    from dxkit.infer.predictor import Predictor
 
     torch_model = Predictor.from_checkpoint(checkpoint, device="cpu")
     onnx_model = OnnxPredictor.from_path(onnx_path)

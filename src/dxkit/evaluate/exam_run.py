@@ -20,10 +20,11 @@ from dxkit.data.exam import Exam
 from dxkit.errors import ConfigError
 from dxkit.evaluate.metrics import auc_with_ci, evaluate_predictions
 from dxkit.evaluate.report import write_report
-from dxkit.evaluate.run import Evaluation, resolve_checkpoint
+from dxkit.evaluate.run import Evaluation
+from dxkit.infer.checkpoint import resolve_checkpoint
+from dxkit.infer.exam_model import ExamModel, load_exam_bundle
 from dxkit.train.config import config_from_dict
 from dxkit.train.exam_fit import label_matrix, load_exam_split
-from dxkit.train.exam_module import ExamModel, load_exam_bundle
 
 log = logging.getLogger(__name__)
 

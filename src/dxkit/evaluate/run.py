@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from dxkit.data.dataset import ScanDataset
 from dxkit.data.source import LabelledSet, SourceData
-from dxkit.errors import ConfigError, MissingFileError
+from dxkit.errors import ConfigError
 from dxkit.evaluate.metrics import (
     choose_threshold,
     evaluate_predictions,
@@ -29,9 +29,14 @@ from dxkit.evaluate.metrics import (
 )
 from dxkit.evaluate.operating_point import ThresholdMethod
 from dxkit.evaluate.report import write_report
-from dxkit.train.checkpoint import LoadedModel, load_checkpoint, update_metadata
+from dxkit.infer.checkpoint import (
+    LoadedModel,
+    load_checkpoint,
+    resolve_checkpoint,
+    update_metadata,
+)
+from dxkit.infer.probabilities import predict_probabilities
 from dxkit.train.config import config_from_dict
-from dxkit.train.module import predict_probabilities
 from dxkit.train.sources import load_source
 
 log = logging.getLogger(__name__)
@@ -47,21 +52,6 @@ class Evaluation:
     report_json: Path
     report_html: Path
     payload: dict[str, Any]
-
-
-def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
-    """A run folder → its best checkpoint; a file → itself."""
-    path = Path(run_or_checkpoint)
-    if path.is_dir():
-        for name in ("bundle.ckpt", "best.ckpt", "last.ckpt"):
-            if (path / "checkpoints" / name).is_file():
-                return path / "checkpoints" / name
-        raise MissingFileError(
-            f"{path}: no checkpoints/bundle.ckpt, best.ckpt or last.ckpt in this run folder"
-        )
-    if not path.exists():
-        raise MissingFileError(f"{path} does not exist; pass a run folder or a .ckpt file")
-    return path
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ The workload metric is the challenge's: per-image Dice with the empty rule, aver
 original image resolution (the model-size probability map is upsampled, thresholded, and
 emptied when the image-level mask decision is negative — exactly the masks ``dxkit predict``
 writes), beside Dice on the positive images only. Image level, for each decision path the
-checkpoint has (the mask's score, see ``dxkit.train.segment_model``; the classifier head):
+checkpoint has (the mask's score, see ``dxkit.infer.segment_model``; the classifier head):
 AUC with a bootstrap interval that resamples patients, and sensitivity/specificity at the
 operating points chosen on validation during training; the path with the higher AUC on the
 scored split "wins". The default split is ``test`` when the run held one out, else ``val``.
@@ -23,11 +23,9 @@ from dxkit.data.sources.siim import SiimData
 from dxkit.errors import ConfigError
 from dxkit.evaluate.metrics import evaluate_predictions
 from dxkit.evaluate.report import write_report
-from dxkit.evaluate.run import resolve_checkpoint
-from dxkit.evaluate.segmentation import dice_per_image
-from dxkit.train.config import config_from_dict
-from dxkit.train.segment_data import indices_of, load_siim_data, patient_groups
-from dxkit.train.segment_model import (
+from dxkit.infer.checkpoint import resolve_checkpoint
+from dxkit.infer.segment_decision import dice_per_image
+from dxkit.infer.segment_model import (
     LABEL,
     SegmentModel,
     full_resolution_mask,
@@ -35,6 +33,8 @@ from dxkit.train.segment_model import (
     mask_scores,
     score_threshold,
 )
+from dxkit.train.config import config_from_dict
+from dxkit.train.segment_data import indices_of, load_siim_data, patient_groups
 
 log = logging.getLogger(__name__)
 PATHS = {"mask": "segmenter", "classifier": "classifier"}

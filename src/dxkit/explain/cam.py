@@ -44,9 +44,9 @@ from dxkit.explain.targets import (
     resolve_layer,
     spatial_layer_names,
 )
+from dxkit.infer.probabilities import probabilities
 from dxkit.models.ensemble import DeepEnsemble
 from dxkit.preprocess.spec import Preprocessing
-from dxkit.train.module import probabilities
 
 __all__ = [
     "METHODS",

@@ -78,8 +78,7 @@ def explain_scans(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Write heatmaps of ``scans`` under ``out`` and return the ``explain.json`` content."""
-    from dxkit.evaluate.run import resolve_checkpoint
-    from dxkit.train.checkpoint import checkpoint_kind
+    from dxkit.infer.checkpoint import checkpoint_kind, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     kind = checkpoint_kind(path)
@@ -110,8 +109,8 @@ def explain_scans(
 def _explain_classifier(
     path: Path, scans: Sequence[str | Path], out: Path, ask: _Request
 ) -> dict[str, Any]:
+    from dxkit.infer.predictor import Predictor
     from dxkit.io import read_scan
-    from dxkit.serve.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(path)
     explainer = CamExplainer.from_predictor(predictor, ask.method, ask.layer)
@@ -210,7 +209,7 @@ def _exam_folder(scan: Path) -> Any:
 def _explain_exams(
     path: Path, scans: Sequence[str | Path], out: Path, ask: _Request
 ) -> dict[str, Any]:
-    from dxkit.train.exam_module import load_exam_bundle
+    from dxkit.infer.exam_model import load_exam_bundle
 
     model = load_exam_bundle(path)
     names = _Names()

@@ -54,8 +54,8 @@ def explain_segmenter(
     seed: int,
 ) -> dict[str, Any]:
     """Probability-map overlays (and ``--check``) for each radiograph in ``scans``."""
-    from dxkit.serve.segment_predict import read_image
-    from dxkit.train.segment_model import load_segmenter, mask_scores, to_input
+    from dxkit.infer.segment_model import load_segmenter, mask_scores, to_input
+    from dxkit.infer.segment_predict import read_image
 
     model = load_segmenter(path)
     labels = list(model.meta.get("label_names") or ["pneumothorax"])

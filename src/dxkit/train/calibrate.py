@@ -25,7 +25,7 @@ from dxkit.data.augment import tta_views
 from dxkit.data.dataset import ScanDataset
 from dxkit.data.source import LabelledSet
 from dxkit.errors import ConfigError
-from dxkit.train.checkpoint import load_checkpoint, read_checkpoint
+from dxkit.infer.checkpoint import load_checkpoint, read_checkpoint
 from dxkit.train.module import split_head
 
 SCALE_BOUNDS = (1e-3, 1e3)  # a > 0 keeps the ranking, so AUC is unchanged

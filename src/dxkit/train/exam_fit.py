@@ -55,17 +55,15 @@ from dxkit.data.exam import (
     collate_exams,
 )
 from dxkit.errors import CheckpointError, ConfigError, DataSourceError
-from dxkit.evaluate.metrics import choose_threshold
+from dxkit.infer.exam_model import FusionInputs, exam_plane_probabilities, network_probabilities
+from dxkit.infer.thresholds import choose_threshold
 from dxkit.models.fusion import PlaneFusion
 from dxkit.models.slicestack import ExamNetworks, SliceStackNet
 from dxkit.train.config import RunConfig
 from dxkit.train.exam_module import (
     ExamModule,
-    FusionInputs,
     bundle_meta,
-    exam_plane_probabilities,
     fusion_training_inputs,
-    network_probabilities,
     save_exam_bundle,
 )
 from dxkit.train.fit import FitResult, make_trainer, new_run_dir
@@ -266,7 +264,7 @@ def _best_tune(monitor: str, score: torch.Tensor | None) -> dict[str, float | No
 
 
 def _load_best(net: SliceStackNet, path: Path) -> None:
-    from dxkit.train.checkpoint import read_checkpoint
+    from dxkit.infer.checkpoint import read_checkpoint
 
     state = read_checkpoint(path)["state_dict"]
     net.load_state_dict(

@@ -246,7 +246,7 @@ def make_trainer(
 
 def _check_resumable(cfg: RunConfig, last: Path) -> None:
     """A one-cycle schedule is planned for a fixed number of steps: refuse to stretch it."""
-    from dxkit.train.checkpoint import read_checkpoint
+    from dxkit.infer.checkpoint import read_checkpoint
 
     saved = read_checkpoint(last)["dxkit"].get("config", {}).get("train", {})
     if cfg.train.schedule == "onecycle" and saved.get("epochs") not in (None, cfg.train.epochs):

@@ -25,10 +25,11 @@ from torch.utils.data import DataLoader
 from dxkit import __version__
 from dxkit.data.sources.siim import SegmentationDataset, SiimData
 from dxkit.errors import ConfigError, DataSourceError
-from dxkit.evaluate.metrics import choose_threshold
-from dxkit.evaluate.segmentation import choose_seg_thresholds
+from dxkit.infer.checkpoint import read_checkpoint, update_metadata
+from dxkit.infer.segment_decision import choose_seg_thresholds
+from dxkit.infer.segment_model import FORMAT, LABEL, mask_scores
+from dxkit.infer.thresholds import choose_threshold
 from dxkit.models.segment import create_segmenter
-from dxkit.train.checkpoint import read_checkpoint, update_metadata
 from dxkit.train.config import RunConfig
 from dxkit.train.fit import (
     RUN_DIR_ENV,
@@ -45,7 +46,6 @@ from dxkit.train.segment_data import (
     load_siim_data,
     split_siim,
 )
-from dxkit.train.segment_model import FORMAT, LABEL, mask_scores
 from dxkit.train.segment_module import SegmentModule
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dxkit.train.checkpoint import LoadedModel, load_checkpoint
-from dxkit.train.module import predict_probabilities
+from dxkit.infer.checkpoint import LoadedModel, load_checkpoint
+from dxkit.infer.probabilities import predict_probabilities
 
 
 @dataclass

@@ -5,7 +5,7 @@ prediction need: the network recipe, the preprocessing (input size, radiograph s
 the label, the config, the split's ImageIds and the operating points chosen on validation.
 
 Mask → image decision. The mask path calls an image positive when more than ``min_area``
-pixels of the model-size map exceed ``threshold`` (``dxkit.evaluate.segmentation``). Its
+pixels of the model-size map exceed ``threshold`` (``dxkit.infer.segment_decision``). Its
 image-level *score* is the ``k``-th largest pixel probability with ``k = max(min_area, 1)``:
 "score > threshold" is exactly that decision, so one number gives both the AUC and the calls
 (before ``min_area`` is chosen, ``k = 1``: the map's maximum).
@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dxkit.errors import CheckpointError
+from dxkit.infer.checkpoint import read_checkpoint
 from dxkit.io.radiograph import Scaling
 from dxkit.models.segment import create_segmenter
-from dxkit.train.checkpoint import read_checkpoint
 
 FORMAT = "dxkit-segment/1"
 LABEL = "pneumothorax"

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from dxkit.errors import CheckpointError, InvalidScanError, MissingFileError
+from dxkit.infer.export import FORMAT, INPUT_NAME, METADATA_KEY, graph_input_channels, sidecar_path
+from dxkit.infer.predictor import Prediction
 from dxkit.preprocess.spec import Preprocessing
-from dxkit.serve.export import FORMAT, INPUT_NAME, METADATA_KEY, graph_input_channels, sidecar_path
-from dxkit.serve.predictor import Prediction
 
 
 def read_onnx_metadata(path: Path) -> dict[str, Any]:
@@ -169,6 +169,6 @@ def load_predictor(path: str | Path) -> Any:
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         return OnnxPredictor.from_path(path)
-    from dxkit.serve.predictor import Predictor
+    from dxkit.infer.predictor import Predictor
 
     return Predictor.from_checkpoint(path)

@@ -66,6 +66,21 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
+    """A run folder → its best checkpoint; a file → itself."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        for name in ("bundle.ckpt", "best.ckpt", "last.ckpt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise MissingFileError(
+            f"{path}: no checkpoints/bundle.ckpt, best.ckpt or last.ckpt in this run folder"
+        )
+    if not path.exists():
+        raise MissingFileError(f"{path} does not exist; pass a run folder or a .ckpt file")
+    return path
+
+
 def checkpoint_kind(path: str | Path) -> str:
     """``classify``, ``segment`` or ``exam``: which workflow wrote the checkpoint."""
     return str(read_checkpoint(path)["dxkit"].get("kind", "classify"))

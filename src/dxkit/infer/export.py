@@ -34,9 +34,9 @@ from torch import nn
 from dxkit import __version__
 from dxkit.data.augment import tta_views
 from dxkit.errors import CheckpointError, ConfigError
+from dxkit.infer.checkpoint import load_checkpoint, read_checkpoint
+from dxkit.infer.probabilities import probabilities
 from dxkit.preprocess.spec import Preprocessing
-from dxkit.train.checkpoint import load_checkpoint, read_checkpoint
-from dxkit.train.module import probabilities
 
 log = logging.getLogger(__name__)
 

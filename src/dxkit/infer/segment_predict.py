@@ -6,7 +6,7 @@ For each radiograph (DICOM, PNG or JPEG; a folder means the radiographs in it) w
 the SIIM format ``ImageId,EncodedPixels`` (relative run-length code, ``-1`` when empty) and
 ``DIR/predictions.csv`` (image-level probability of each decision path, the call, the mask's
 area). The ImageId is the file name without its extension (SIIM names files by ImageId).
-The masks are the ones ``dxkit evaluate`` scores (``dxkit.train.segment_model``).
+The masks are the ones ``dxkit evaluate`` scores (``dxkit.infer.segment_model``).
 
 ``predict`` has no batch-skip mode: the first unreadable file stops the run with an error
 naming it, before anything is written.
@@ -14,26 +14,20 @@ naming it, before anything is written.
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from rich.table import Table
 
 from dxkit.errors import MissingFileError, UnsupportedFormatError
-from dxkit.explain.overlay import overlay_rgb
-from dxkit.io.radiograph import read_radiograph
-from dxkit.io.raster import read_raster
-from dxkit.preprocess.rle import encode_rle
-from dxkit.train.segment_model import (
+from dxkit.infer.segment_model import (
     SegmentModel,
     full_resolution_mask,
-    load_segmenter,
     mask_scores,
 )
+from dxkit.io.radiograph import read_radiograph
+from dxkit.io.raster import read_raster
 
 log = logging.getLogger(__name__)
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -116,56 +110,3 @@ def predict_files(model: SegmentModel, files: list[Path]) -> list[SegmentPredict
             )
         )
     return out
-
-
-def write_outputs(predictions: list[SegmentPrediction], out: Path) -> Path:
-    """Mask and overlay PNGs, submission.csv and predictions.csv under ``out``."""
-    folder = out.parent if out.suffix.lower() == ".csv" else out
-    submission = out if out.suffix.lower() == ".csv" else folder / "submission.csv"
-    (folder / "masks").mkdir(parents=True, exist_ok=True)
-    (folder / "overlays").mkdir(parents=True, exist_ok=True)
-    for p in predictions:
-        Image.fromarray((p.mask * 255).astype(np.uint8)).save(
-            folder / "masks" / f"{p.image_id}.png"
-        )
-        tinted = overlay_rgb(p.pixels, p.mask.astype(np.float32), alpha=0.45)
-        Image.fromarray(tinted).save(folder / "overlays" / f"{p.image_id}.png")
-    submission.parent.mkdir(parents=True, exist_ok=True)
-    with submission.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["ImageId", "EncodedPixels"])
-        for p in predictions:
-            writer.writerow([p.image_id, encode_rle(p.mask)])
-    with (folder / "predictions.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(
-            ["ImageId", "file", "probability", "positive", "mask_score", "classifier", "area"]
-        )
-        for p in predictions:
-            cls = "" if p.classifier is None else f"{p.classifier:.6f}"
-            writer.writerow(
-                [p.image_id, p.source, f"{p.probability:.6f}", int(p.positive),
-                 f"{p.mask_score:.6f}", cls, p.area]
-            )  # fmt: skip
-    return submission
-
-
-def run_predict(ckpt: Path, inputs: list[Path], out: Path | None) -> str | Table:
-    """``dxkit predict CKPT FILES... [--out DIR]``: masks, overlays and a submission CSV
-    under ``out``; without ``out`` a table of each image's probability and mask area."""
-    model = load_segmenter(ckpt)
-    predictions = predict_files(model, expand_inputs(inputs))
-    if out is not None:
-        submission = write_outputs(predictions, out)
-        return (
-            f"wrote {len(predictions)} mask(s) and overlay(s) beside {submission} "
-            "(and predictions.csv)"
-        )
-    table = Table(
-        "image", "probability", "mask area (px)",
-        caption="+ : pneumothorax called at the validation operating point; "
-        "--out DIR writes masks, overlays and the submission CSV",
-    )  # fmt: skip
-    for p in predictions:
-        table.add_row(p.source, f"{p.probability:.4f}{' +' if p.positive else ''}", str(p.area))
-    return table
