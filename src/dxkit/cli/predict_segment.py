@@ -12,6 +12,7 @@ from PIL import Image
 from rich.table import Table
 
 from dxkit.explain.overlay import overlay_rgb
+from dxkit.infer.prediction_csv import write_segment_csv
 from dxkit.infer.segment_model import load_segmenter
 from dxkit.infer.segment_predict import SegmentPrediction, expand_inputs, predict_files
 from dxkit.preprocess.rle import encode_rle
@@ -35,17 +36,7 @@ def write_outputs(predictions: list[SegmentPrediction], out: Path) -> Path:
         writer.writerow(["ImageId", "EncodedPixels"])
         for p in predictions:
             writer.writerow([p.image_id, encode_rle(p.mask)])
-    with (folder / "predictions.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(
-            ["ImageId", "file", "probability", "positive", "mask_score", "classifier", "area"]
-        )
-        for p in predictions:
-            cls = "" if p.classifier is None else f"{p.classifier:.6f}"
-            writer.writerow(
-                [p.image_id, p.source, f"{p.probability:.6f}", int(p.positive),
-                 f"{p.mask_score:.6f}", cls, p.area]
-            )  # fmt: skip
+    write_segment_csv(folder / "predictions.csv", predictions)
     return submission
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import importlib
 from pathlib import Path
 from typing import Annotated
@@ -106,15 +105,9 @@ def predict(
     predictions = predictor.predict_files(files)
     names = predictor.label_names
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["file", *names, *[f"{n}_positive" for n in names]])
-            for p in predictions:
-                writer.writerow(
-                    [p.source, *[f"{p.probabilities[n]:.6f}" for n in names]]
-                    + [int(p.positive[n]) for n in names]
-                )
+        from dxkit.infer.prediction_csv import write_classifier_csv
+
+        write_classifier_csv(out, predictions, names)
         console.print(f"wrote {len(predictions)} rows to {out}")
         return
     table = Table("file", *names)

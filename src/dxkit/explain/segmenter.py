@@ -27,12 +27,21 @@ log = logging.getLogger(__name__)
 METHOD = "probability"
 
 
+def model_device(model: Any) -> torch.device:
+    return next(model.model.parameters()).device
+
+
 def _score_fn(model: Any, use_classifier: bool, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """Batch ``(N, 1, S, S)`` → the decision score ``(N,)`` the checkpoint uses."""
 
     def score(batch: torch.Tensor) -> torch.Tensor:
+        from dxkit.infer.segment_model import segment_probabilities
+
         with torch.no_grad():
-            prob, head = model._forward(batch)
+            prob, head = segment_probabilities(
+                model.model, batch.to(model_device(model)), model.tta
+            )
+            prob, head = prob.cpu(), None if head is None else head.cpu()
         if use_classifier and head is not None:
             return head[:, 0]
         flat = prob.flatten(1)
@@ -55,7 +64,7 @@ def explain_segmenter(
 ) -> dict[str, Any]:
     """Probability-map overlays (and ``--check``) for each radiograph in ``scans``."""
     from dxkit.infer.segment_model import load_segmenter, mask_scores, to_input
-    from dxkit.infer.segment_predict import read_image
+    from dxkit.infer.segment_predict import image_call, read_image
 
     model = load_segmenter(path)
     labels = list(model.meta.get("label_names") or ["pneumothorax"])
@@ -74,11 +83,8 @@ def explain_segmenter(
         pixels = read_image(scan, model)
         maps, cls = model.predict([pixels])
         prob = maps[0]
-        score = (
-            float(cls[0])
-            if use_classifier and cls is not None
-            else float(mask_scores(maps, min_area)[0])
-        )
+        classifier = float(cls[0]) if cls is not None else None
+        score, _ = image_call(float(mask_scores(maps, min_area)[0]), classifier, th)
         stem = f"{scan.stem}.{labels[0]}.{METHOD}"
         up = F.interpolate(torch.from_numpy(prob)[None, None], size=pixels.shape, mode="bilinear")
         full = up[0, 0].numpy()

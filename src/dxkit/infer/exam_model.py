@@ -11,7 +11,7 @@ explainer and the server load the bundle here.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,13 @@ from torch.utils.data import DataLoader
 
 from dxkit.data.exam import Exam, ExamDataset, IntensityNormalization, collate_exams
 from dxkit.errors import CheckpointError
-from dxkit.infer.checkpoint import read_checkpoint
+from dxkit.infer.checkpoint import read_checkpoint, recorded_tta
+from dxkit.infer.contract import EXAM_FORMAT, parse_metadata
+from dxkit.infer.device import ProgressCallback, Runtime, runtime_for
 from dxkit.models.fusion import PlaneFusion
 from dxkit.models.slicestack import ExamNetworks
 
-BUNDLE_FORMAT = "dxkit-exam-bundle/1"
+BUNDLE_FORMAT = EXAM_FORMAT
 
 
 # --------------------------------------------------------------------------- inference
@@ -54,18 +56,32 @@ def network_probabilities(
     *,
     batch_size: int = 2,
     tta: bool = False,
+    runtime: Runtime | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Probabilities ``(N, net findings)`` of one network on one plane of ``exams``
-    (with ``tta``, averaged with the horizontally mirrored series, a training augmentation)."""
-    net.eval()
+    (with ``tta``, averaged with the horizontally mirrored series, a training augmentation),
+    on ``runtime`` (default: the CPU in fp32); ``progress(n)`` after each batch of n exams."""
+    rt = runtime or Runtime(torch.device("cpu"))
+    net.to(rt.device).eval()
     out = []
     for batch in _loader(exams, [plane], normalization, size, batch_size):
-        series = batch["planes"][plane]
-        probs = net(series).float().sigmoid()
-        if tta:
-            probs = (probs + net([s.flip(-1) for s in series]).float().sigmoid()) / 2
-        out.append(probs)
+        series = _to(batch["planes"][plane], rt.device)
+        with rt.amp():
+            probs = net(series).float().sigmoid()
+            if tta:
+                probs = (probs + net([s.flip(-1) for s in series]).float().sigmoid()) / 2
+        out.append(probs.cpu())
+        if progress is not None:
+            progress(len(probs))
     return torch.cat(out).numpy().astype(np.float64)
+
+
+def _to(series: Any, device: torch.device) -> Any:
+    """A collated plane (a padded tensor or a list of per-exam tensors) on ``device``."""
+    if isinstance(series, torch.Tensor):
+        return series.to(device)
+    return [s.to(device) for s in series]
 
 
 def exam_plane_probabilities(
@@ -76,21 +92,31 @@ def exam_plane_probabilities(
     *,
     batch_size: int = 2,
     tta: bool = False,
+    runtime: Runtime | None = None,
+    progress: ProgressCallback | None = None,
 ) -> np.ndarray:
-    """Plane-level probabilities ``(N, planes, findings)``: what ``PlaneFusion`` combines."""
+    """Plane-level probabilities ``(N, planes, findings)``: what ``PlaneFusion`` combines;
+    ``progress(done, total)`` counts exams through every network."""
     n_p, n_f = len(networks.planes), len(networks.findings)
     out = np.full((len(exams), n_p, n_f), np.nan)
+    total, done = len(exams) * len(networks.nets), [0]
+
+    def step(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
     for p, plane in enumerate(networks.planes):
         if networks.variant == "multitask":
             out[:, p, :] = network_probabilities(
                 networks.nets[plane], exams, plane, normalization, size,
-                batch_size=batch_size, tta=tta,
+                batch_size=batch_size, tta=tta, runtime=runtime, progress=step,
             )  # fmt: skip
         else:
             for f, finding in enumerate(networks.findings):
                 out[:, p, f] = network_probabilities(
                     networks.nets[f"{finding}__{plane}"], exams, plane, normalization, size,
-                    batch_size=batch_size, tta=tta,
+                    batch_size=batch_size, tta=tta, runtime=runtime, progress=step,
                 )[:, 0]  # fmt: skip
     return out
 
@@ -196,32 +222,50 @@ class ExamModel:
     def planes(self) -> list[str]:
         return list(self.networks.planes)
 
+    @property
+    def tta(self) -> bool:
+        """The recipe the thresholds were fitted with (``inference.tta``, else the config's
+        ``evaluate.tta``): what evaluate, predict, explain and the server all apply."""
+        return recorded_tta(self.meta)
+
     def plane_probabilities(
-        self, exams: Sequence[Exam], tta: bool = False, batch_size: int = 2
+        self,
+        exams: Sequence[Exam],
+        tta: bool | None = None,
+        batch_size: int = 2,
+        progress: ProgressCallback | None = None,
     ) -> np.ndarray:
-        """``(N, planes, findings)`` probabilities of the plane networks."""
+        """``(N, planes, findings)`` probabilities of the plane networks (``tta`` defaults to
+        the recipe), where training would run them (CUDA when present, fp32 on the CPU)."""
         return exam_plane_probabilities(
-            self.networks, exams, self.normalization, self.size, batch_size=batch_size, tta=tta
-        )
+            self.networks, exams, self.normalization, self.size, batch_size=batch_size,
+            tta=self.tta if tta is None else tta, runtime=runtime_for(self.meta.get("config")),
+            progress=progress,
+        )  # fmt: skip
 
     def predict(
-        self, exams: Sequence[Exam], tta: bool = False, batch_size: int = 2
+        self,
+        exams: Sequence[Exam],
+        tta: bool | None = None,
+        batch_size: int = 2,
+        progress: ProgressCallback | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Plane probabilities ``(N, P, F)`` and fused exam probabilities ``(N, F)``."""
-        planes = self.plane_probabilities(exams, tta=tta, batch_size=batch_size)
+        planes = self.plane_probabilities(exams, tta, batch_size, progress)
         return planes, self.fusion.predict_proba(self.fusion_inputs(planes))
 
 
 def load_exam_bundle(path: str | Path) -> ExamModel:
     """Rebuild an exam model from ``bundle.ckpt`` (read with ``weights_only=True``)."""
     path = Path(path)
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, check=False)
     meta = ckpt["dxkit"]
-    if meta.get("kind") != "exam" or meta.get("format") != BUNDLE_FORMAT:
+    if meta.get("kind") != "exam":
         raise CheckpointError(
-            f"{path}: kind {meta.get('kind')!r}, format {meta.get('format')!r} is not an exam "
-            f"bundle ({BUNDLE_FORMAT}); pass checkpoints/bundle.ckpt of an exam run"
+            f"{path}: kind {meta.get('kind', 'classify')!r}, format {meta.get('format')!r} is not "
+            f"an exam bundle ({BUNDLE_FORMAT}); pass checkpoints/bundle.ckpt of an exam run"
         )
+    parse_metadata(meta, path)  # the contract of its kind and format version
     networks = build_networks(meta["model"])
     states = ckpt.get("state_dicts", {})
     missing = sorted(set(networks.nets) - set(states))

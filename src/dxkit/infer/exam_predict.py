@@ -16,10 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dxkit.data.exam import Exam
 from dxkit.data.sources.mrnet import load_exam_folder
 from dxkit.errors import DataSourceError
+from dxkit.infer.device import ProgressCallback
 from dxkit.infer.exam_model import ExamModel, load_exam_bundle
+from dxkit.infer.thresholds import decide
 
 log = logging.getLogger(__name__)
 
@@ -68,25 +72,13 @@ class ExamPredictor:
     def thresholds(self) -> dict[str, float]:
         return dict(zip(self.findings, self.model.thresholds, strict=True))
 
-    def predict_exams(self, exams: Sequence[Exam], source: str = "") -> list[ExamPrediction]:
+    def predict_exams(
+        self, exams: Sequence[Exam], source: str = "", progress: ProgressCallback | None = None
+    ) -> list[ExamPrediction]:
         """Predictions for several exams (each exam's volumes read and checked on access)."""
-        planes, fused = self.model.predict(list(exams))
-        out = []
-        for i, exam in enumerate(exams):
-            probs = {f: float(fused[i, j]) for j, f in enumerate(self.findings)}
-            out.append(
-                ExamPrediction(
-                    exam_id=exam.exam_id,
-                    source=source or str(exam.meta.get("folder", exam.exam_id)),
-                    probabilities=probs,
-                    positive={f: probs[f] >= t for f, t in self.thresholds.items()},
-                    planes={
-                        p: {f: float(planes[i, k, j]) for j, f in enumerate(self.findings)}
-                        for k, p in enumerate(self.planes)
-                    },
-                )
-            )
-        return out
+        planes, fused = self.model.predict(list(exams), progress=progress)
+        sources = [source] * len(exams) if source else None
+        return exam_predictions(self.model, exams, planes, fused, sources)
 
     def predict_exam(self, exam: Exam) -> dict[str, float]:
         """``{finding: probability}`` for one exam."""
@@ -101,3 +93,31 @@ class ExamPredictor:
                 "sagittal.npy (or three DICOM series)"
             )
         return self.predict_exams([load_exam_folder(folder)], source=str(folder))[0]
+
+
+def exam_predictions(
+    model: ExamModel,
+    exams: Sequence[Exam],
+    planes: np.ndarray,
+    fused: np.ndarray,
+    sources: Sequence[str] | None = None,
+) -> list[ExamPrediction]:
+    """``ExamModel.predict``'s arrays → one ``ExamPrediction`` per exam, called at the
+    bundle's thresholds (``thresholds.decide``); ``source`` defaults to the exam's folder."""
+    findings = model.findings
+    out = []
+    for i, exam in enumerate(exams):
+        probs = {f: float(fused[i, j]) for j, f in enumerate(findings)}
+        out.append(
+            ExamPrediction(
+                exam_id=exam.exam_id,
+                source=sources[i] if sources else str(exam.meta.get("folder", exam.exam_id)),
+                probabilities=probs,
+                positive=decide(fused[i], findings, model.thresholds, "multilabel"),
+                planes={
+                    p: {f: float(planes[i, k, j]) for j, f in enumerate(findings)}
+                    for k, p in enumerate(model.planes)
+                },
+            )
+        )
+    return out

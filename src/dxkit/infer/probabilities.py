@@ -8,7 +8,7 @@ threshold choice, evaluation, the Predictor, the explainer and the ONNX graph al
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -51,31 +51,55 @@ def split_batches(
 
 
 @torch.no_grad()
-def split_outputs(
+def _split_views(
     loaded: LoadedModel,
     labelled: LabelledSet,
-    *,
-    tta: bool | None = None,
-    logits: bool = False,
-    batch_size: int = 256,
-    runtime: Runtime | None = None,
-    progress: ProgressCallback | None = None,
-) -> np.ndarray:
-    """Probabilities ``(N, L)`` of every scan of a split (``logits``: the per-view logits
-    ``(V, N, L)`` instead, for calibration), on the checkpoint's runtime (CUDA when present,
-    as in training). ``tta`` defaults to the checkpoint's recipe."""
+    tta: bool | None,
+    batch_size: int,
+    runtime: Runtime | None,
+    progress: ProgressCallback | None,
+) -> Iterator[torch.Tensor]:
+    """Per batch of the split, the logits ``(V, N, L)`` of its test-time views."""
     use_tta = loaded.tta if tta is None else tta
     rt = runtime or runtime_for(loaded.meta.get("config"))
     model = loaded.model.to(rt.device).eval()
     dims = loaded.preprocessing.spatial_dims
-    out, done, total = [], 0, len(labelled.items)
+    done, total = 0, len(labelled)
     for x in split_batches(loaded, labelled, batch_size):
         with rt.amp():
-            z = view_logits(model, x.to(rt.device), dims, use_tta)
-        out.append(z.cpu() if logits else probabilities(z, loaded.task).mean(0).cpu())
+            yield view_logits(model, x.to(rt.device), dims, use_tta).cpu()
         done += len(x)
         if progress is not None:
             progress(done, total)
+
+
+def predict_set(
+    loaded: LoadedModel,
+    labelled: LabelledSet,
+    tta: bool | None = None,
+    batch_size: int = 256,
+    runtime: Runtime | None = None,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Probabilities ``(N, L)`` of every scan of a split, on the checkpoint's runtime (CUDA
+    when present, as in training). ``tta`` defaults to the checkpoint's recipe."""
+    out = [
+        probabilities(z, loaded.task).mean(0)
+        for z in _split_views(loaded, labelled, tta, batch_size, runtime, progress)
+    ]
     if not out:
         return np.zeros((0, len(loaded.label_names)), np.float32)
-    return torch.cat(out, dim=1 if logits else 0).numpy()
+    return torch.cat(out).numpy()
+
+
+def predict_set_logits(
+    loaded: LoadedModel,
+    labelled: LabelledSet,
+    tta: bool | None = None,
+    batch_size: int = 256,
+    runtime: Runtime | None = None,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """The per-view logits ``(V, N, L)`` behind ``predict_set`` (what calibration fits)."""
+    out = list(_split_views(loaded, labelled, tta, batch_size, runtime, progress))
+    return torch.cat(out, dim=1).numpy()

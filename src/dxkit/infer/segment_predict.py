@@ -17,10 +17,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dxkit.errors import MissingFileError, UnsupportedFormatError
+from dxkit.infer.device import ProgressCallback
 from dxkit.infer.segment_model import (
     SegmentModel,
     full_resolution_mask,
@@ -84,29 +86,49 @@ def read_image(path: Path, model: SegmentModel) -> np.ndarray:
     )
 
 
-def predict_files(model: SegmentModel, files: list[Path]) -> list[SegmentPrediction]:
-    """Masks and probabilities for each file (all files are read before any prediction)."""
-    images = [read_image(path, model) for path in files]
+def image_call(
+    mask_score: float, classifier: float | None, thresholds: dict[str, Any]
+) -> tuple[float, bool]:
+    """The image-level probability and call: the preferred path's (validation) operating
+    point — the classifier head's ``p >= t``, else the mask score's ``score > threshold``."""
+    if thresholds.get("preferred", "segmenter") == "classifier" and classifier is not None:
+        return classifier, classifier >= float(thresholds["classifier"])
+    return mask_score, mask_score > float(thresholds["threshold"])
+
+
+def predict_images(
+    model: SegmentModel,
+    images: list[np.ndarray],
+    sources: list[str],
+    progress: ProgressCallback | None = None,
+) -> list[SegmentPrediction]:
+    """Masks and probabilities of read radiographs (``(H, W)`` in [0, 1])."""
     th = model.thresholds
     t, min_area = float(th["threshold"]), int(th["min_area"])
-    maps, cls = model.predict(images)
+    maps, cls = model.predict(images, progress=progress)
     scores = mask_scores(maps, min_area)
-    preferred = th.get("preferred", "segmenter")
     out = []
-    for i, (path, pixels) in enumerate(zip(files, images, strict=True)):
-        mask = full_resolution_mask(maps[i], pixels.shape, t, min_area)
+    for i, (source, pixels) in enumerate(zip(sources, images, strict=True)):
         c = float(cls[i]) if cls is not None else None
-        use_cls = preferred == "classifier" and c is not None
+        probability, positive = image_call(float(scores[i]), c, th)
         out.append(
             SegmentPrediction(
-                image_id=path.stem,
-                source=str(path),
-                mask=mask,
+                image_id=Path(source).stem,
+                source=source,
+                mask=full_resolution_mask(maps[i], pixels.shape, t, min_area),
                 pixels=pixels,
-                probability=c if use_cls else float(scores[i]),  # type: ignore[arg-type]
+                probability=probability,
                 mask_score=float(scores[i]),
                 classifier=c,
-                positive=(c >= float(th["classifier"])) if use_cls else bool(scores[i] > t),  # type: ignore[operator]
+                positive=positive,
             )
         )
     return out
+
+
+def predict_files(
+    model: SegmentModel, files: list[Path], progress: ProgressCallback | None = None
+) -> list[SegmentPrediction]:
+    """Masks and probabilities for each file (all files are read before any prediction)."""
+    images = [read_image(path, model) for path in files]
+    return predict_images(model, images, [str(p) for p in files], progress)

@@ -266,7 +266,8 @@ def _best_tune(monitor: str, score: torch.Tensor | None) -> dict[str, float | No
 def _load_best(net: SliceStackNet, path: Path) -> None:
     from dxkit.infer.checkpoint import read_checkpoint
 
-    state = read_checkpoint(path)["state_dict"]
+    # A per-network training checkpoint (kind "exam-network"), never served: weights only.
+    state = read_checkpoint(path, check=False)["state_dict"]
     net.load_state_dict(
         {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     )

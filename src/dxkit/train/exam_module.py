@@ -22,8 +22,8 @@ from torchmetrics.functional import auroc
 from dxkit import __version__
 from dxkit.data.exam import ExamDataset, IntensityNormalization
 from dxkit.data.source import Task
+from dxkit.infer.contract import ExamMetadata, ExamRecipe, InferenceRecipe
 from dxkit.infer.exam_model import (
-    BUNDLE_FORMAT,
     FusionInputs,
     build_networks,
     log_odds,
@@ -148,6 +148,7 @@ def bundle_meta(
     tuning: dict[str, Any],
     oof: dict[str, Any],
     networks: dict[str, Any] | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """The bundle's ``"dxkit"`` entry: everything but the weights, weights_only-safe.
 
@@ -157,29 +158,28 @@ def bundle_meta(
     ``oof_plane_probs`` ``(N, P, F)`` and ``labels`` ``(N, F)``.
     """
     ev = cfg.evaluate
-    return {
-        "format": BUNDLE_FORMAT,
-        "kind": "exam",
-        "dxkit_version": __version__,
-        "config": cfg.model_dump(mode="json"),
-        "dataset": "mrnet",
-        "findings": list(cfg.exam.findings),
-        "planes": list(cfg.exam.planes),
-        "model": model_meta(cfg),
-        "networks": dict(networks or {}),
-        "normalization": normalization.to_dict(),
-        "size": cfg.preprocess.size,
-        "thresholds": [float(t) for t in thresholds],
-        "threshold_method": ev.threshold,
-        "thresholds_from": f"tuning set: {len(tuning['exam_ids'])} held-out MRNet train exams",
-        "tuning": tuning,
-        "fusion": {
+    return ExamMetadata(
+        dxkit_version=__version__,
+        config=cfg.model_dump(mode="json"),
+        dataset="mrnet",
+        findings=list(cfg.exam.findings),
+        planes=list(cfg.exam.planes),
+        model=ExamRecipe.model_validate(model_meta(cfg)),
+        networks=dict(networks or {}),
+        normalization=normalization.to_dict(),
+        size=cfg.preprocess.size,
+        thresholds=[float(t) for t in thresholds],
+        threshold_method=ev.threshold,
+        thresholds_from=f"tuning set: {len(tuning['exam_ids'])} held-out MRNet train exams",
+        tuning=tuning,
+        fusion={
             "state": fusion.to_state(),
             "folds": int(cfg.exam.fusion_folds),
             "inputs": fusion_inputs.to_state(),
             **oof,
         },
-    }
+        inference=InferenceRecipe(tta=tta),
+    ).dump()
 
 
 def save_exam_bundle(path: Path, meta: dict[str, Any], networks: ExamNetworks) -> Path:
