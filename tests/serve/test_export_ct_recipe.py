@@ -40,6 +40,8 @@ def ct_checkpoint(path: Path, context: bool, resize: str = "area") -> Path:
     model = create_model("smallresnet", c, len(LABELS), 2, **TINY_NET)
     net = {"name": "smallresnet", "in_chans": c, "num_classes": len(LABELS), "spatial_dims": 2}
     meta = {
+        "format": "dxkit-checkpoint/1",
+        "kind": "classify",
         "model": {**net, "options": TINY_NET},
         "preprocessing": pre.model_dump(mode="json"),
         "label_names": LABELS,

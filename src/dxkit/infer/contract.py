@@ -52,8 +52,9 @@ class Metadata(BaseModel):
     inference: InferenceRecipe | None = None
 
     def dump(self) -> dict[str, Any]:
-        """The plain dict stored under ``"dxkit"`` (no pydantic objects: weights_only-safe)."""
-        return self.model_dump(mode="python", exclude_none=False)
+        """The plain dict stored under ``"dxkit"`` (no pydantic objects: weights_only-safe;
+        unset optional entries are left out, as the readers default them)."""
+        return self.model_dump(mode="python", exclude_none=True)
 
 
 class ClassifierRecipe(BaseModel):
