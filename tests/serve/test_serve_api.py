@@ -350,8 +350,9 @@ def untrained_exam_bundle(path: Path) -> Path:
     """An exam bundle with random networks and a fitted plane fusion, written with the
     exam module's own ``save_exam_bundle`` (training one takes minutes)."""
     from dxkit.data.exam import IntensityNormalization
+    from dxkit.infer.exam_model import BUNDLE_FORMAT, build_networks
     from dxkit.models.fusion import PlaneFusion
-    from dxkit.train.exam_module import BUNDLE_FORMAT, build_networks, save_exam_bundle
+    from dxkit.train.exam_module import save_exam_bundle
 
     planes, findings = ["axial", "coronal", "sagittal"], ["abnormal", "acl", "meniscus"]
     model = {"backbone": "smallresnet", "planes": planes, "findings": findings,
@@ -362,6 +363,7 @@ def untrained_exam_bundle(path: Path) -> Path:
     rng = np.random.default_rng(0)
     fusion = PlaneFusion(planes, findings).fit(rng.random((40, 3, 3)), rng.random((40, 3)) > 0.5)
     meta = {"kind": "exam", "format": BUNDLE_FORMAT, "model": model,
+            "findings": findings, "planes": planes,
             "fusion": {"state": fusion.to_state()},
             "normalization": IntensityNormalization(mean=0.4, std=0.2).to_dict(),
             "size": 32, "thresholds": [0.5, 0.4, 0.6], "dxkit_version": "test"}  # fmt: skip

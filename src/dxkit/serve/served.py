@@ -222,11 +222,10 @@ class ServedModel:
         return Findings(combined, per, deciding)
 
     def decisions(self, probs: np.ndarray) -> list[bool]:
-        """Positive or not per finding: each threshold, or the top class for one-of-K."""
-        if self.task == "multiclass":
-            top = int(np.argmax(probs))
-            return [i == top for i in range(len(probs))]
-        return [bool(p >= t) for p, t in zip(probs, self.thresholds, strict=True)]
+        """Positive or not per finding: the one decision rule of every predictor."""
+        from dxkit.infer.thresholds import decide
+
+        return list(decide(probs, self.label_names, self.thresholds, self.task).values())
 
     # --- explain -------------------------------------------------------------------------
 
