@@ -7,15 +7,22 @@ from pathlib import Path
 
 from rich.table import Table
 
+from dxkit.infer.device import ProgressCallback
 from dxkit.infer.exam_predict import ExamPredictor
 from dxkit.infer.prediction_csv import write_exam_csv
 
 
-def run_predict(ckpt: Path, inputs: list[Path], out: Path | None) -> str | Table:
+def run_predict(
+    ckpt: Path, inputs: list[Path], out: Path | None, progress: ProgressCallback | None = None
+) -> str | Table:
     """``dxkit predict BUNDLE EXAM_DIR...``: a table of each exam's three probabilities
     (``+`` marks a call at the tuned threshold), or a CSV written to ``out``."""
     predictor = ExamPredictor.from_bundle(ckpt)
-    predictions = [predictor.predict_folder(path) for path in inputs]
+    predictions = []
+    for path in inputs:
+        predictions.append(predictor.predict_folder(path))
+        if progress is not None:
+            progress(len(predictions), len(inputs))
     names = predictor.findings
     if out is not None:
         write_exam_csv(out, predictions, names, predictor.planes)

@@ -12,6 +12,7 @@ from PIL import Image
 from rich.table import Table
 
 from dxkit.explain.overlay import overlay_rgb
+from dxkit.infer.device import ProgressCallback
 from dxkit.infer.prediction_csv import write_segment_csv
 from dxkit.infer.segment_model import load_segmenter
 from dxkit.infer.segment_predict import SegmentPrediction, expand_inputs, predict_files
@@ -40,11 +41,13 @@ def write_outputs(predictions: list[SegmentPrediction], out: Path) -> Path:
     return submission
 
 
-def run_predict(ckpt: Path, inputs: list[Path], out: Path | None) -> str | Table:
+def run_predict(
+    ckpt: Path, inputs: list[Path], out: Path | None, progress: ProgressCallback | None = None
+) -> str | Table:
     """``dxkit predict CKPT FILES... [--out DIR]``: masks, overlays and a submission CSV
     under ``out``; without ``out`` a table of each image's probability and mask area."""
     model = load_segmenter(ckpt)
-    predictions = predict_files(model, expand_inputs(inputs))
+    predictions = predict_files(model, expand_inputs(inputs), progress)
     if out is not None:
         submission = write_outputs(predictions, out)
         return (

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dxkit.cli import app
+from dxkit.cli.progress import progress_bar
 
 console = Console()
 # Each task kind has its own training, evaluation and prediction module with the same
@@ -58,7 +59,8 @@ def train(
     console.print(f"run folder: [bold]{result.run_dir}[/] (best val score {result.best_score})")
     if evaluate:
         evaluator = importlib.import_module(EVALUATORS[cfg.task])
-        ev = evaluator.evaluate_checkpoint(result.best_checkpoint)
+        with progress_bar("evaluating") as progress:
+            ev = evaluator.evaluate_checkpoint(result.best_checkpoint, progress=progress)
         _print_scores(ev.split, ev.scores)
         console.print(f"report: {ev.report_html}")
 
@@ -73,7 +75,10 @@ def evaluate_cmd(
     """Score a checkpoint and write report.json + report.html."""
     kind, ckpt = _kind_of(run_or_checkpoint)
     evaluator = importlib.import_module(EVALUATORS[kind])
-    ev = evaluator.evaluate_checkpoint(ckpt, split=split, tta=tta, out_dir=out)
+    with progress_bar("evaluating") as progress:
+        ev = evaluator.evaluate_checkpoint(
+            ckpt, split=split, tta=tta, out_dir=out, progress=progress
+        )
     _print_scores(ev.split, ev.scores)
     console.print(f"report: {ev.report_json} and {ev.report_html}")
 
@@ -98,11 +103,15 @@ def predict(
     else:
         kind, ckpt = _kind_of(checkpoint)
         if kind in PREDICTORS:
-            renderable = importlib.import_module(PREDICTORS[kind]).run_predict(ckpt, files, out)
+            with progress_bar("predicting") as progress:
+                renderable = importlib.import_module(PREDICTORS[kind]).run_predict(
+                    ckpt, files, out, progress=progress
+                )
             console.print(renderable)
             return
         predictor = Predictor.from_checkpoint(ckpt)
-    predictions = predictor.predict_files(files)
+    with progress_bar("predicting") as progress:
+        predictions = predictor.predict_files(files, progress=progress)
     names = predictor.label_names
     if out is not None:
         from dxkit.infer.prediction_csv import write_classifier_csv

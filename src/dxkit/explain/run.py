@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from dxkit.explain.faithfulness import Fill, deletion_check
 from dxkit.explain.geometry import display_image, normalise, prepare_scan
 from dxkit.explain.overlay import save_map, save_montage, save_overlay
 from dxkit.explain.volume import ExamHeatmaps, exam_inputs, explain_exam, peak_slice, plane_network
+from dxkit.infer.device import ProgressCallback
 
 log = logging.getLogger(__name__)
 SUMMARY = "explain.json"
@@ -59,6 +60,15 @@ class _Request:
     check: bool
     fill: Fill
     seed: int
+    progress: ProgressCallback | None = None
+
+
+def each_scan(scans: Sequence[str | Path], progress: ProgressCallback | None) -> Iterator[Path]:
+    """The scans as paths, reporting ``progress(done, total)`` after each one is handled."""
+    for i, scan in enumerate(scans):
+        yield Path(scan)
+        if progress is not None:
+            progress(i + 1, len(scans))
 
 
 def _slug(text: str) -> str:
@@ -76,8 +86,10 @@ def explain_scans(
     check: bool = False,
     fill: Fill = "mean",
     seed: int = 0,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """Write heatmaps of ``scans`` under ``out`` and return the ``explain.json`` content."""
+    """Write heatmaps of ``scans`` under ``out`` and return the ``explain.json`` content
+    (``progress(done, total)`` after each scan)."""
     from dxkit.infer.checkpoint import checkpoint_kind, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
@@ -87,14 +99,14 @@ def explain_scans(
     summary: dict[str, Any]
     if kind in ("exam", "classify"):
         explain_kind = _explain_exams if kind == "exam" else _explain_classifier
-        ask = _Request(method, finding, layer, check, fill, seed)
+        ask = _Request(method, finding, layer, check, fill, seed, progress)
         summary = explain_kind(path, scans, out, ask)
     elif kind == "segment":
         from dxkit.explain.segmenter import explain_segmenter
 
         summary = explain_segmenter(
             path, scans, out, method=method, finding=finding, layer=layer, check=check,
-            fill=fill, seed=seed,
+            fill=fill, seed=seed, progress=progress,
         )  # fmt: skip
     else:
         raise CheckpointError(
@@ -117,7 +129,7 @@ def _explain_classifier(
     pre = explainer.preprocessing
     names = _Names()
     rows = []
-    for scan in map(Path, scans):
+    for scan in each_scan(scans, ask.progress):
         array = read_scan(scan)
         heat = explainer.explain(array, ask.finding, source=str(scan))
         stem = f"{names(scan)}.{_slug(heat.finding)}.{ask.method}"
@@ -215,7 +227,7 @@ def _explain_exams(
     names = _Names()
     rows = []
     layer_used = ask.layer
-    for scan in map(Path, scans):
+    for scan in each_scan(scans, ask.progress):
         exam = _exam_folder(scan)
         maps = explain_exam(model, exam, ask.finding, ask.method, ask.layer)
         layer_used = maps.layer

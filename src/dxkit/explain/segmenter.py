@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from dxkit.errors import ConfigError
 from dxkit.explain.faithfulness import Fill, deletion_check
 from dxkit.explain.overlay import save_map, save_overlay
+from dxkit.infer.device import ProgressCallback
 
 log = logging.getLogger(__name__)
 METHOD = "probability"
@@ -61,6 +62,7 @@ def explain_segmenter(
     check: bool,
     fill: Fill,
     seed: int,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Probability-map overlays (and ``--check``) for each radiograph in ``scans``."""
     from dxkit.infer.segment_model import load_segmenter, mask_scores, to_input
@@ -79,7 +81,7 @@ def explain_segmenter(
     min_area = int(th.get("min_area", 0))
     use_classifier = th.get("preferred") == "classifier" and model.has_classifier
     rows = []
-    for scan in map(Path, scans):
+    for i, scan in enumerate(map(Path, scans)):
         pixels = read_image(scan, model)
         maps, cls = model.predict([pixels])
         prob = maps[0]
@@ -112,6 +114,8 @@ def explain_segmenter(
             )
             row["faithfulness"] = result.as_dict()
         rows.append(row)
+        if progress is not None:
+            progress(i + 1, len(scans))
         log.info("%s: %s p=%.3f", scan, labels[0], score)
     return {
         "model": f"{model.meta['model'].get('architecture', 'unet')}/"
