@@ -184,9 +184,11 @@ def test_exam_bundle_consumers_agree(tmp_path_factory) -> None:  # type: ignore[
     from dxkit.serve.app import create_app
 
     tmp = tmp_path_factory.mktemp("exam")
-    root = write_mrnet_fixture(tmp / "MRNet-v1.0", n_train=32, n_valid=10, size=32, slices=(5, 8))
+    root = write_mrnet_fixture(tmp / "MRNet-v1.0", n_train=24, n_valid=8, size=32, slices=(5, 8))
     recipe = Path(__file__).resolve().parents[2] / "configs" / "mrnet_fast.yaml"
-    sets = ["--set", f"data.path={root}", "--set", f"output_dir={tmp / 'runs'}"]
+    sets = [f"data.path={root}", f"output_dir={tmp / 'runs'}", "train.epochs=2",
+            "evaluate.bootstrap=20", "exam.augment=false"]  # fmt: skip
+    sets = [arg for value in sets for arg in ("--set", value)]
     assert run_cli(["train", str(recipe), *sets, "--no-evaluate"]) == 0
     run_dir = tmp / "runs" / "mrnet-fast"
     assert run_cli(["evaluate", str(run_dir)]) == 0

@@ -163,7 +163,8 @@ def test_predict_bad_input_names_the_file(
 
 
 def test_predict_png_gives_mask_at_its_size(run: dict[str, Path], tmp_path: Path) -> None:
-    from dxkit.infer.segment_predict import load_segmenter, predict_files
+    from dxkit.infer.segment_model import load_segmenter
+    from dxkit.infer.segment_predict import predict_files
 
     path = next(run["dicom"].rglob("*.dcm"))
     Image.fromarray(pydicom.dcmread(path).pixel_array).save(tmp_path / "x.png")

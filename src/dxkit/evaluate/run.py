@@ -117,7 +117,7 @@ def evaluate_checkpoint(
     split = split or ("test" if "test" in source.splits else "val")
     if split not in source.splits:
         raise ConfigError(f"split {split!r} not in data: choose one of {sorted(source.splits)}")
-    use_tta = cfg.evaluate.tta if tta is None else tta
+    use_tta = loaded.tta if tta is None else tta  # the recipe: recorded, else the config
     ev = cfg.evaluate
 
     val = source.splits["val"]

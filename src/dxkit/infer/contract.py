@@ -23,14 +23,19 @@ from dxkit.data.source import Task
 from dxkit.errors import CheckpointError
 from dxkit.preprocess.spec import Preprocessing
 
-Kind = Literal["classify", "segment", "exam"]
+Kind = Literal["classify", "segment", "exam", "exam-network"]
 CLASSIFY_FORMAT = "dxkit-checkpoint/1"
 SEGMENT_FORMAT = "dxkit-segment/1"
 EXAM_FORMAT = "dxkit-exam-bundle/1"
 CURRENT: dict[str, str] = {"classify": CLASSIFY_FORMAT, "segment": SEGMENT_FORMAT,
                            "exam": EXAM_FORMAT}  # fmt: skip
+EXAM_NETWORK_FORMAT = "dxkit-exam-network/1"
 # Every format this dxkit reads, per kind (a new version adds itself here with a migration).
-READABLE: dict[str, tuple[str, ...]] = {k: (v,) for k, v in CURRENT.items()}
+# An exam run's per-network training checkpoints (kind "exam-network", never served; the
+# first ones carried no format) hold only weights for the bundle.
+READABLE: dict[str, tuple[str | None, ...]] = {k: (v,) for k, v in CURRENT.items()} | {
+    "exam-network": (None, EXAM_NETWORK_FORMAT)
+}
 
 
 class InferenceRecipe(BaseModel):
@@ -145,7 +150,15 @@ class ExamMetadata(Metadata):
     fusion: dict[str, Any]
 
 
+class ExamNetworkMetadata(Metadata):
+    """``kind: exam-network`` — one network's Lightning checkpoint inside an exam run."""
+
+    format: str | None = None  # type: ignore[assignment]
+    kind: Literal["exam-network"] = "exam-network"
+
+
 MODELS: dict[str, type[Metadata]] = {
+    "exam-network": ExamNetworkMetadata,
     "classify": ClassifierMetadata,
     "segment": SegmenterMetadata,
     "exam": ExamMetadata,
@@ -174,9 +187,9 @@ def parse_metadata(meta: Any, path: str | Path) -> Metadata:
     found = meta.get("format")
     if found not in READABLE[kind]:
         raise CheckpointError(
-            f"{path}: {kind} checkpoint format {found!r} (written by {_written_by(meta)}); dxkit "
-            f"{__version__} reads {', '.join(READABLE[kind])}; load it with the dxkit version that "
-            "wrote it, or retrain with this one"
+            f"{path}: {kind} checkpoint format {found!r} (written by {_written_by(meta)}); "
+            f"dxkit {__version__} reads {', '.join(map(str, READABLE[kind]))}; load it with the "
+            "dxkit version that wrote it, or retrain with this one"
         )
     try:
         return MODELS[kind].model_validate({**meta, "kind": kind})

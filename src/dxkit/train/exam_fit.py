@@ -55,6 +55,7 @@ from dxkit.data.exam import (
     collate_exams,
 )
 from dxkit.errors import CheckpointError, ConfigError, DataSourceError
+from dxkit.infer.contract import EXAM_NETWORK_FORMAT
 from dxkit.infer.exam_model import FusionInputs, exam_plane_probabilities, network_probabilities
 from dxkit.infer.thresholds import choose_threshold
 from dxkit.models.fusion import PlaneFusion
@@ -208,7 +209,12 @@ def train_network(
     y = label_matrix(train_exams, findings)[:, label_index]
     pos_weight = class_weights(y, "multilabel") if cfg.train.class_weights == "balanced" else None
     module = ExamModule(
-        net, job.plane, label_index, cfg.train, pos_weight, {"kind": "exam-network"}
+        net,
+        job.plane,
+        label_index,
+        cfg.train,
+        pos_weight,
+        {"kind": "exam-network", "format": EXAM_NETWORK_FORMAT},
     )
     if done.is_file():
         info = json.loads(done.read_text())
@@ -266,8 +272,7 @@ def _best_tune(monitor: str, score: torch.Tensor | None) -> dict[str, float | No
 def _load_best(net: SliceStackNet, path: Path) -> None:
     from dxkit.infer.checkpoint import read_checkpoint
 
-    # A per-network training checkpoint (kind "exam-network"), never served: weights only.
-    state = read_checkpoint(path, check=False)["state_dict"]
+    state = read_checkpoint(path)["state_dict"]  # kind exam-network: weights for the bundle
     net.load_state_dict(
         {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     )
