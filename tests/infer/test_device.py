@@ -29,3 +29,12 @@ def test_cuda_machine_uses_training_rule(monkeypatch: pytest.MonkeyPatch) -> Non
     assert runtime_for({}, device="cpu").autocast is None  # an explicit device wins
     cfg = config_from_dict({"name": "x"})
     assert _precision(cfg) == resolve_precision("auto") == "16-mixed"
+
+
+def test_evaluation_refuses_a_tta_the_thresholds_were_not_fitted_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dxkit.errors import ConfigError
+    from dxkit.evaluate.run import served_tta
+
+    assert served_tta(False, None, tmp_path) is False and served_tta(True, True, tmp_path)
+    with pytest.raises(ConfigError, match=r"fitted on plain probabilities.*without --tta"):
+        served_tta(False, True, tmp_path / "bundle.ckpt")
