@@ -30,10 +30,17 @@ PREDICTORS = {"segment": "dxkit.cli.predict_segment", "exam": "dxkit.cli.predict
 
 
 def _kind_of(run_or_checkpoint: Path) -> tuple[str, Path]:
+    from dxkit.errors import CheckpointError
     from dxkit.infer.checkpoint import checkpoint_kind, resolve_checkpoint
 
     ckpt = resolve_checkpoint(run_or_checkpoint)
-    return checkpoint_kind(ckpt), ckpt
+    kind = checkpoint_kind(ckpt)
+    if kind not in EVALUATORS:  # an exam run's per-network training checkpoint
+        raise CheckpointError(
+            f"{ckpt}: a {kind!r} checkpoint (one network of an exam run); pass the run folder "
+            "or its checkpoints/bundle.ckpt"
+        )
+    return kind, ckpt
 
 
 Overrides = Annotated[
