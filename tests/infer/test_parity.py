@@ -140,6 +140,7 @@ def classifier_run(tmp: Path, three_d: bool) -> dict:
 def test_classifier_consumers_agree(tmp_path_factory, three_d: bool) -> None:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
+    from dxkit.explain.run import explain_scans
     from dxkit.infer.checkpoint import load_checkpoint
     from dxkit.infer.export import export_onnx
     from dxkit.infer.onnx_predictor import OnnxPredictor
@@ -161,11 +162,17 @@ def test_classifier_consumers_agree(tmp_path_factory, three_d: bool) -> None:  #
     onnx = predictor_rows(OnnxPredictor.from_path(graph).predict_files(files), names)
     kind = "application/octet-stream" if three_d else "image/png"
     server = server_rows(TestClient(create_app([run["ckpt"]])), run["files"], kind)
+    # dxkit explain reports the served probability of the finding it maps (binary: the one)
+    shown = explain_scans(run["ckpt"], files[:4], tmp / "explain", finding=names[0])["scans"]
+    heatmap = {
+        r["source"]: (np.array([r["probability"]]), evaluated[r["source"]][1]) for r in shown
+    }
     compare(
         "3-D classifier" if three_d else "2-D classifier with TTA",
         evaluated,
         {"predict CLI": cli, "server": server, "Predictor": python, "ONNX": onnx},
     )
+    compare("heatmap", {k: evaluated[k] for k in heatmap}, {"dxkit explain": heatmap})
     if not three_d:  # the comparison can fail: the same model without its flips differs
         plain = Predictor.from_checkpoint(run["ckpt"])
         plain.loaded.meta["inference"] = {"tta": False}
