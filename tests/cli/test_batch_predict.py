@@ -17,8 +17,8 @@ from PIL import Image
 
 from dxkit.cli import main
 from dxkit.data.synthetic import generate_ct_dataset
+from dxkit.infer.predictor import Predictor
 from dxkit.io.discover import discover
-from dxkit.serve.predictor import Predictor
 from dxkit.train.config import config_from_dict
 from dxkit.train.fit import fit
 

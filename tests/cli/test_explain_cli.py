@@ -14,7 +14,7 @@ from PIL import Image
 
 from dxkit.cli import main
 from dxkit.explain.cam import CamExplainer
-from dxkit.serve.predictor import Predictor
+from dxkit.infer.predictor import Predictor
 from dxkit.train.config import config_from_dict
 from dxkit.train.fit import fit
 
@@ -169,8 +169,9 @@ def exam_bundle(path: Path) -> Path:
     """An exam bundle of random multi-task networks with a fitted fusion, as the exam
     trainer writes it (training one takes minutes)."""
     from dxkit.data.exam import IntensityNormalization
+    from dxkit.infer.exam_model import BUNDLE_FORMAT, build_networks
     from dxkit.models.fusion import PlaneFusion
-    from dxkit.train.exam_module import BUNDLE_FORMAT, build_networks, save_exam_bundle
+    from dxkit.train.exam_module import save_exam_bundle
 
     findings = ["abnormal", "acl", "meniscus"]
     model = {"backbone": "smallresnet", "planes": PLANES, "findings": findings,
@@ -181,6 +182,7 @@ def exam_bundle(path: Path) -> Path:
     rng = np.random.default_rng(0)
     fusion = PlaneFusion(PLANES, findings).fit(rng.random((30, 3, 3)), rng.random((30, 3)) > 0.5)
     meta = {"kind": "exam", "format": BUNDLE_FORMAT, "model": model,
+            "findings": findings, "planes": list(PLANES),
             "fusion": {"state": fusion.to_state()},
             "normalization": IntensityNormalization(mean=0.3, std=0.2).to_dict(),
             "size": 16, "thresholds": [0.5, 0.5, 0.5], "dxkit_version": "test"}  # fmt: skip

@@ -16,16 +16,10 @@ from dxkit.data.sources.mrnet import load_mrnet
 from dxkit.data.synthetic_mrnet import write_mrnet_fixture
 from dxkit.errors import ConfigError
 from dxkit.evaluate.exam_run import evaluate_checkpoint
+from dxkit.infer.exam_model import FusionInputs, build_networks, load_exam_bundle
 from dxkit.models.fusion import PlaneFusion
 from dxkit.train.config import config_from_dict
-from dxkit.train.exam_module import (
-    FusionInputs,
-    build_networks,
-    bundle_meta,
-    load_exam_bundle,
-    model_meta,
-    save_exam_bundle,
-)
+from dxkit.train.exam_module import bundle_meta, model_meta, save_exam_bundle
 
 FINDINGS = ["abnormal", "acl", "meniscus"]
 THRESHOLDS = [0.45, 0.5, 0.55]

@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from dxkit.errors import InvalidScanError
-from dxkit.evaluate.segmentation import (
+from dxkit.infer.segment_decision import (
     binarize,
     choose_seg_thresholds,
     dice_per_image,

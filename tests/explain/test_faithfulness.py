@@ -9,7 +9,7 @@ import torch
 from dxkit.errors import ConfigError
 from dxkit.explain.cam import CamExplainer
 from dxkit.explain.faithfulness import FILLS, delete, deletion_check
-from dxkit.serve.predictor import Predictor
+from dxkit.infer.predictor import Predictor
 
 
 def region_score(batch: torch.Tensor) -> torch.Tensor:

@@ -101,7 +101,7 @@ def test_grey_image_follows_the_models_own_scale() -> None:
 def test_the_trained_models_overlay(planted, tmp_path: Path) -> None:
     """End to end on the planted-lesion model: the overlay's hottest colour sits on the lesion."""
     from dxkit.explain.cam import CamExplainer
-    from dxkit.serve.predictor import Predictor
+    from dxkit.infer.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(planted.checkpoint)
     i = int(np.flatnonzero(planted.labels == 1)[0])

@@ -16,7 +16,7 @@ import pytest
 from scipy import ndimage
 
 from dxkit.explain.cam import CamExplainer
-from dxkit.serve.predictor import Predictor
+from dxkit.infer.predictor import Predictor
 
 HIT_RATE = 0.8
 DILATION = 2  # px: half of the stride-4 CAM grid cell

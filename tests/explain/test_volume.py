@@ -16,10 +16,10 @@ from torch import nn
 from dxkit.data.exam import PLANES, Exam, IntensityNormalization, Series
 from dxkit.errors import ConfigError
 from dxkit.explain.volume import explain_exam, explain_series, peak_slice, segmentation_map
+from dxkit.infer.exam_model import ExamModel, FusionInputs
 from dxkit.models.fusion import PlaneFusion
 from dxkit.models.slicestack import ExamNetworks, SliceStackNet
 from dxkit.preprocess.spec import Preprocessing
-from dxkit.train.exam_module import ExamModel, FusionInputs
 
 FINDINGS = ["abnormal", "acl", "meniscus"]
 WEIGHTS = [1.0, 0.5, 2.0]  # head weight per finding

@@ -39,7 +39,7 @@ def ct_study(orthanc: Orthanc) -> tuple[str, list[Path]]:
 def expected_findings(files: list[Path]) -> dict[str, float]:
     """Independent reference: the Predictor on each slice file, the series taking each
     finding's highest slice (the series rule the server documents)."""
-    from dxkit.serve.predictor import Predictor
+    from dxkit.infer.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(ct_checkpoint())
     rows = predictor.predict_files(files)

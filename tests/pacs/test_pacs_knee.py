@@ -34,8 +34,9 @@ def tiny_exam_bundle(path: Path) -> Path:
     """Small random plane networks and a fitted plane fusion, saved with the exam module's
     own ``save_exam_bundle`` (the test checks the PACS path, not accuracy)."""
     from dxkit.data.exam import IntensityNormalization
+    from dxkit.infer.exam_model import BUNDLE_FORMAT, build_networks
     from dxkit.models.fusion import PlaneFusion
-    from dxkit.train.exam_module import BUNDLE_FORMAT, build_networks, save_exam_bundle
+    from dxkit.train.exam_module import save_exam_bundle
 
     model = {"backbone": "smallresnet", "planes": PLANES, "findings": FINDINGS,
              "variant": "multitask", "in_chans": 1, "pooling": "max",
@@ -95,7 +96,7 @@ def test_knee_exam_gets_a_report_matching_the_exam_predictor(
 ) -> None:
     """Run through the CLI, selecting the study by its accession number."""
     from dxkit.cli import main
-    from dxkit.serve.exam_predict import ExamPredictor
+    from dxkit.infer.exam_predict import ExamPredictor
 
     bundle = tiny_exam_bundle(tmp_path / "bundle.ckpt")
     study, files = write_knee_study(tmp_path / "mrnet", tmp_path / "dicom")

@@ -61,8 +61,8 @@ def _file(orthanc: Orthanc, instance_id: str) -> pydicom.Dataset:
 def test_real_radiographs_get_seg_that_round_trips(
     orthanc: Orthanc, siim_dir: Path, segmenter: Path
 ) -> None:
-    from dxkit.serve.segment_predict import predict_files
-    from dxkit.train.segment_model import load_segmenter
+    from dxkit.infer.segment_model import load_segmenter
+    from dxkit.infer.segment_predict import predict_files
 
     files = sorted(siim_dir.rglob("*.dcm"))
     assert len(files) == 10

@@ -107,7 +107,7 @@ def test_predict_flags_and_strict_refuses(
     summary = json.loads((tmp_path / "heat" / "explain.json").read_text())
     assert summary["scans"][0]["input_warning"].startswith("input unlike")
 
-    from dxkit.serve.predictor import Predictor
+    from dxkit.infer.predictor import Predictor
 
     pred = Predictor.from_checkpoint(run / "checkpoints" / "best.ckpt").predict_files([ct])[0]
     assert pred.as_dict()["input_warning"] == rows[1]["input_warning"]

@@ -48,7 +48,7 @@ def ct_checkpoint() -> Path:
 
 @functools.cache
 def ct_onnx() -> Path:
-    from dxkit.serve.export import export_onnx
+    from dxkit.infer.export import export_onnx
 
     return export_onnx(ct_checkpoint(), TMP / "onnx" / "ct.onnx")
 

@@ -20,8 +20,8 @@ from dxkit.cli import main
 from dxkit.data.exam import PLANES, IntensityNormalization
 from dxkit.data.sources.mrnet import load_exam_folder
 from dxkit.errors import CheckpointError, DataSourceError, InvalidScanError
+from dxkit.infer.exam_predict import ExamPredictor
 from dxkit.models.fusion import PlaneFusion
-from dxkit.serve.exam_predict import ExamPredictor
 from dxkit.train.config import config_from_dict
 from dxkit.train.exam_module import (
     FusionInputs,

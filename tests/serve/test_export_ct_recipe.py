@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from dxkit.infer.export import export_onnx
+from dxkit.infer.onnx_predictor import OnnxPredictor
+from dxkit.infer.predictor import Predictor
 from dxkit.io import read_scan
 from dxkit.models.registry import create_model
 from dxkit.preprocess.spec import CTRecipe, Preprocessing
-from dxkit.serve.export import export_onnx
-from dxkit.serve.onnx_predictor import OnnxPredictor
-from dxkit.serve.predictor import Predictor
 
 TOLERANCE = 1e-4
 LABELS = ["epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any"]
@@ -40,6 +40,8 @@ def ct_checkpoint(path: Path, context: bool, resize: str = "area") -> Path:
     model = create_model("smallresnet", c, len(LABELS), 2, **TINY_NET)
     net = {"name": "smallresnet", "in_chans": c, "num_classes": len(LABELS), "spatial_dims": 2}
     meta = {
+        "format": "dxkit-checkpoint/1",
+        "kind": "classify",
         "model": {**net, "options": TINY_NET},
         "preprocessing": pre.model_dump(mode="json"),
         "label_names": LABELS,

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from dxkit.cli import main
-from dxkit.serve import quantize
+from dxkit.infer import quantize
 from dxkit.train.config import config_from_dict
 from dxkit.train.fit import fit
 

@@ -15,7 +15,7 @@ from dxkit.cli import main
 from dxkit.data.sources.mrnet import load_mrnet, split_exams
 from dxkit.data.synthetic_mrnet import write_mrnet_fixture
 from dxkit.errors import DataSourceError, MissingFileError
-from dxkit.serve.exam_predict import ExamPredictor
+from dxkit.infer.exam_predict import ExamPredictor
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,8 @@ from deploy_fixtures import (
 )
 from fastapi.testclient import TestClient
 
+from dxkit.infer.predictor import Predictor
 from dxkit.serve.app import create_app
-from dxkit.serve.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -330,7 +330,7 @@ def test_exam_bundle_predict_and_explain(tmp_path: Path) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     from dxkit.data.exam import Exam, Series
-    from dxkit.serve.exam_predict import ExamPredictor
+    from dxkit.infer.exam_predict import ExamPredictor
 
     arrays = {p: np.load(io.BytesIO(v[1])) for p, v in planes.items()}
     exam = Exam("x", {p: Series(p, data=a, exam_id="x") for p, a in arrays.items()})
@@ -352,8 +352,9 @@ def untrained_exam_bundle(path: Path) -> Path:
     """An exam bundle with random networks and a fitted plane fusion, written with the
     exam module's own ``save_exam_bundle`` (training one takes minutes)."""
     from dxkit.data.exam import IntensityNormalization
+    from dxkit.infer.exam_model import BUNDLE_FORMAT, build_networks
     from dxkit.models.fusion import PlaneFusion
-    from dxkit.train.exam_module import BUNDLE_FORMAT, build_networks, save_exam_bundle
+    from dxkit.train.exam_module import save_exam_bundle
 
     planes, findings = ["axial", "coronal", "sagittal"], ["abnormal", "acl", "meniscus"]
     model = {"backbone": "smallresnet", "planes": planes, "findings": findings,
@@ -364,6 +365,7 @@ def untrained_exam_bundle(path: Path) -> Path:
     rng = np.random.default_rng(0)
     fusion = PlaneFusion(planes, findings).fit(rng.random((40, 3, 3)), rng.random((40, 3)) > 0.5)
     meta = {"kind": "exam", "format": BUNDLE_FORMAT, "model": model,
+            "findings": findings, "planes": planes,
             "fusion": {"state": fusion.to_state()},
             "normalization": IntensityNormalization(mean=0.4, std=0.2).to_dict(),
             "size": 32, "thresholds": [0.5, 0.4, 0.6], "dxkit_version": "test"}  # fmt: skip

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from deploy_fixtures import ct_checkpoint, ct_series, first_rsna, png_bytes
 
-from dxkit.serve.predictor import Predictor
+from dxkit.infer.predictor import Predictor
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [

@@ -13,10 +13,10 @@ import torch
 from deploy_fixtures import TMP, ct_checkpoint, ct_onnx, first_rsna, medmnist_checkpoint
 
 from dxkit.errors import ConfigError
-from dxkit.serve.export import export_onnx, sidecar_path
-from dxkit.serve.onnx_predictor import OnnxPredictor, load_predictor
-from dxkit.serve.predictor import Predictor
-from dxkit.train.checkpoint import load_checkpoint
+from dxkit.infer.checkpoint import load_checkpoint
+from dxkit.infer.export import export_onnx, sidecar_path
+from dxkit.infer.onnx_predictor import OnnxPredictor, load_predictor
+from dxkit.infer.predictor import Predictor
 
 TOLERANCE = 1e-4
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dxkit.evaluate.run import evaluate_checkpoint, predict_set
-from dxkit.serve.export import export_onnx
-from dxkit.serve.onnx_predictor import OnnxPredictor, read_onnx_metadata
-from dxkit.serve.predictor import Predictor
-from dxkit.train.checkpoint import load_checkpoint
+from dxkit.evaluate.run import evaluate_checkpoint
+from dxkit.infer.checkpoint import load_checkpoint
+from dxkit.infer.export import export_onnx
+from dxkit.infer.onnx_predictor import OnnxPredictor, read_onnx_metadata
+from dxkit.infer.predictor import Predictor
+from dxkit.infer.probabilities import predict_set
 from dxkit.train.config import config_from_dict
 from dxkit.train.fit import fit
 from dxkit.train.sources import load_source

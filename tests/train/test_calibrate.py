@@ -12,9 +12,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 
-from dxkit.evaluate.run import predict_set
+from dxkit.infer.checkpoint import load_checkpoint, read_checkpoint
+from dxkit.infer.probabilities import predict_set
 from dxkit.train.calibrate import platt_fit
-from dxkit.train.checkpoint import load_checkpoint, read_checkpoint
 from dxkit.train.config import config_from_dict
 from dxkit.train.fit import fit
 from dxkit.train.sources import load_source

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from dxkit.train.checkpoint import load_checkpoint, read_checkpoint
+from dxkit.infer.checkpoint import load_checkpoint, read_checkpoint
 
 from .test_engine import toy_config
 

@@ -13,8 +13,8 @@ from sklearn.metrics import log_loss
 from torch import nn
 
 from dxkit.errors import ConfigError
-from dxkit.evaluate.run import predict_set
-from dxkit.train.checkpoint import load_checkpoint, read_checkpoint
+from dxkit.infer.checkpoint import load_checkpoint, read_checkpoint
+from dxkit.infer.probabilities import predict_set
 from dxkit.train.config import config_from_dict
 from dxkit.train.ema import WeightEMA
 from dxkit.train.fit import fit

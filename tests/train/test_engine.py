@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from dxkit.serve.predictor import Predictor
-from dxkit.train.checkpoint import load_checkpoint, read_checkpoint
+from dxkit.infer.checkpoint import load_checkpoint, read_checkpoint
+from dxkit.infer.predictor import Predictor
 from dxkit.train.config import config_from_dict
 from dxkit.train.fit import fit
 

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from dxkit.errors import ConfigError
-from dxkit.evaluate.run import predict_set
+from dxkit.infer.checkpoint import load_checkpoint, read_checkpoint
+from dxkit.infer.probabilities import predict_set
 from dxkit.models import create_model
 from dxkit.models.ensemble import DeepEnsemble
-from dxkit.train.checkpoint import load_checkpoint, read_checkpoint
 from dxkit.train.config import config_from_dict
 from dxkit.train.fit import fit
 from dxkit.train.module import ClassifierModule, split_head

@@ -22,12 +22,12 @@ from dxkit.cli import main
 from dxkit.data.exam import PLANES, IntensityNormalization
 from dxkit.data.sources.mrnet import load_mrnet
 from dxkit.data.synthetic_mrnet import write_mrnet_fixture
+from dxkit.infer.checkpoint import checkpoint_kind, read_checkpoint
+from dxkit.infer.exam_model import network_probabilities
+from dxkit.infer.exam_predict import ExamPredictor
 from dxkit.models.slicestack import SliceStackNet
-from dxkit.serve.exam_predict import ExamPredictor
-from dxkit.train.checkpoint import checkpoint_kind, read_checkpoint
 from dxkit.train.config import load_config
 from dxkit.train.exam_fit import fit
-from dxkit.train.exam_module import network_probabilities
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "configs" / "mrnet_fast.yaml"

@@ -24,10 +24,11 @@ from dxkit.cli import main
 from dxkit.data.sources.rsna import RSNA_LABELS, load_rsna
 from dxkit.data.synthetic import generate_ct_dataset
 from dxkit.errors import ConfigError
-from dxkit.evaluate.run import evaluate_checkpoint, predict_set, workload_metrics
+from dxkit.evaluate.run import evaluate_checkpoint, workload_metrics
+from dxkit.infer.checkpoint import load_checkpoint
+from dxkit.infer.predictor import Predictor
+from dxkit.infer.probabilities import predict_set
 from dxkit.io import read_scan
-from dxkit.serve.predictor import Predictor
-from dxkit.train.checkpoint import load_checkpoint
 from dxkit.train.config import load_config
 from dxkit.train.sources import build_preprocessing, load_source
 

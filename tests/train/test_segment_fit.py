@@ -3,7 +3,7 @@
 One small run (64 px, 2 epochs, progressive 32 → 64, both decision paths) is shared by the
 tests; they check the checkpoint, the patient-grouped split, the outputs of predict against
 the original images and the CSV, and the report's numbers against an independent
-computation with dxkit.evaluate.segmentation and scikit-learn.
+computation with dxkit.infer.segment_decision and scikit-learn.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from sklearn.metrics import roc_auc_score
 
 from dxkit.cli import main
 from dxkit.data.synthetic_siim import write_siim_fixture
-from dxkit.evaluate.segmentation import mean_dice, positive_dice
+from dxkit.infer.checkpoint import checkpoint_kind, read_checkpoint
+from dxkit.infer.segment_decision import mean_dice, positive_dice
 from dxkit.preprocess.rle import decode_rle, decode_rows, read_rle_csv
-from dxkit.train.checkpoint import checkpoint_kind, read_checkpoint
 
 
 def run_cli(args: list[str]) -> int:
@@ -166,7 +166,8 @@ def test_predict_bad_input_names_the_file(
 
 
 def test_predict_png_gives_mask_at_its_size(run: dict[str, Path], tmp_path: Path) -> None:
-    from dxkit.serve.segment_predict import load_segmenter, predict_files
+    from dxkit.infer.segment_model import load_segmenter
+    from dxkit.infer.segment_predict import predict_files
 
     path = next(run["dicom"].rglob("*.dcm"))
     Image.fromarray(pydicom.dcmread(path).pixel_array).save(tmp_path / "x.png")
@@ -178,8 +179,8 @@ def test_predict_png_gives_mask_at_its_size(run: dict[str, Path], tmp_path: Path
 
 
 def test_explain_writes_the_probability_map_and_its_overlay(run: dict[str, Path]) -> None:
-    from dxkit.serve.segment_predict import read_image
-    from dxkit.train.segment_model import load_segmenter, mask_scores
+    from dxkit.infer.segment_model import load_segmenter, mask_scores
+    from dxkit.infer.segment_predict import read_image
 
     scans = sorted(run["dicom"].rglob("*.dcm"))[:2]
     out = run["root"] / "explain"

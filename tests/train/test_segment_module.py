@@ -14,13 +14,13 @@ from torch.utils.data import DataLoader
 from dxkit.data.sources.siim import load_siim
 from dxkit.data.synthetic_siim import write_siim_fixture
 from dxkit.errors import ConfigError
-from dxkit.evaluate.segmentation import binarize, dice_per_image, image_decisions
+from dxkit.infer.segment_decision import binarize, dice_per_image, image_decisions
+from dxkit.infer.segment_model import full_resolution_mask, mask_scores, score_threshold
 from dxkit.models.segment import create_segmenter
 from dxkit.train.callbacks import ProgressiveResize
 from dxkit.train.config import config_from_dict
 from dxkit.train.segment_data import ResizableSegmentationSet
 from dxkit.train.segment_fit import check_sizes, fit
-from dxkit.train.segment_model import full_resolution_mask, mask_scores, score_threshold
 from dxkit.train.segment_module import SegmentModule, dice_empty_rule
 
 

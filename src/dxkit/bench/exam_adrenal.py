@@ -17,9 +17,9 @@ import torch
 from dxkit.bench.results import write_section
 from dxkit.data.exam import Exam, IntensityNormalization, Series
 from dxkit.evaluate.metrics import medmnist_scores
+from dxkit.infer.exam_model import network_probabilities
 from dxkit.train.config import config_from_dict, load_config
 from dxkit.train.exam_fit import label_matrix, network_jobs, train_network
-from dxkit.train.exam_module import network_probabilities
 
 # Epochs planned (the learning-rate schedule spans them): on a 2-core CPU an epoch at 64³
 # takes ~3 min for either model, so 3 fit the 9-minute cap and the schedule completes.
@@ -106,7 +106,7 @@ def train_3d(
 ) -> dict[str, Any]:
     """The repository's AdrenalMNIST3D recipe (3-D smallresnet) at 64³."""
     from dxkit.evaluate.run import evaluate_checkpoint
-    from dxkit.train.checkpoint import load_checkpoint
+    from dxkit.infer.checkpoint import load_checkpoint
     from dxkit.train.fit import fit
 
     recipe = Path(__file__).resolve().parents[3] / "configs" / "adrenalmnist3d.yaml"

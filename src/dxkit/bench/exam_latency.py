@@ -40,12 +40,12 @@ from dxkit.bench.results import write_section
 from dxkit.data.exam import PLANES, Exam, IntensityNormalization, Series
 from dxkit.data.sources.mrnet import load_mrnet
 from dxkit.data.synthetic_mrnet import knee_volume, write_mrnet_fixture
+from dxkit.infer.exam_model import log_odds
 from dxkit.models.fusion import PlaneFusion
 from dxkit.models.registry import create_model
 from dxkit.models.slicestack import ExamNetworks, SliceStackNet
 from dxkit.train.config import RunConfig, config_from_dict
 from dxkit.train.exam_fit import label_matrix, network_jobs, split_tuning, train_network
-from dxkit.train.exam_module import log_odds
 
 log = logging.getLogger(__name__)
 NOISE = 50.0  # σ of the noise added to the validation fixtures for the AUC check

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from dxkit.data.exam import PLANES
-from dxkit.serve.quantize import OrtRecipe, prepare_for_quantization, quantize_int8
+from dxkit.infer.quantize import OrtRecipe, prepare_for_quantization, quantize_int8
 
 Planes = tuple[torch.Tensor, ...]
 Runner = Callable[[Planes], Any]  # three planes (S, 1, H, W) → logits (P, F)

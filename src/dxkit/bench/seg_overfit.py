@@ -20,7 +20,7 @@ from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 
 from dxkit.data.sources.siim import SegmentationDataset, load_siim
-from dxkit.evaluate.segmentation import choose_seg_thresholds, mean_dice, positive_dice
+from dxkit.infer.segment_decision import choose_seg_thresholds, mean_dice, positive_dice
 from dxkit.models.segment import create_segmenter, init_foreground_prior
 from dxkit.train.seg_losses import SegmentationLoss
 

@@ -290,7 +290,7 @@ def run(
     """
     import psutil
 
-    from dxkit.serve.export import export_onnx
+    from dxkit.infer.export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="dxkit-bench-serve-") as tmp:
         ckpt = write_random_checkpoint(Path(tmp) / "eager" / "bench.ckpt", model, size, seed)

@@ -15,16 +15,21 @@ import typer
 from rich.console import Console
 
 from dxkit.errors import InvalidScanError
+from dxkit.infer.device import ProgressCallback
+from dxkit.infer.predictor import dicom_modality
 from dxkit.io.discover import BadScan, collect, discover, read_volume, write_errors
 
 err_console = Console(stderr=True)
 CHUNK = 32  # scans read and predicted together: bounded memory on large folders
 
 
-def predict_scans(predictor: Any, inputs: Sequence[Path]) -> tuple[list[Any], list[BadScan]]:
+def predict_scans(
+    predictor: Any, inputs: Sequence[Path], progress: ProgressCallback | None = None
+) -> tuple[list[Any], list[BadScan]]:
     """Predictions of every readable scan (``Predictor`` or ``OnnxPredictor``) and the bad
     ones. A 3-D model reads each DICOM series as one volume; each scan is prepared once
-    before its batch runs, so a scan the model cannot take is reported, not fatal."""
+    before its batch runs, so a scan the model cannot take is reported, not fatal;
+    ``progress(done, total)`` after each batch."""
     pre = getattr(predictor, "preprocessing", None) or predictor.loaded.preprocessing
     items, bad = discover(inputs, "series" if pre.spatial_dims == 3 else "file")
 
@@ -39,7 +44,13 @@ def predict_scans(predictor: Any, inputs: Sequence[Path]) -> tuple[list[Any], li
         bad += failed
         if good:
             arrays = [array for _, array in good]
-            predictions += predictor.predict_arrays(arrays, [item.source for item, _ in good])
+            sources = [item.source for item, _ in good]
+            modalities = [
+                dicom_modality(item.paths[0]) if item.kind == "file" else None for item, _ in good
+            ]
+            predictions += predictor.predict_arrays(arrays, sources, modalities)
+        if progress is not None:
+            progress(min(start + CHUNK, len(items)), len(items))
     return predictions, bad
 
 

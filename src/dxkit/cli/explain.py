@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dxkit.cli import app
+from dxkit.cli.progress import progress_bar
 
 console = Console()
 
@@ -65,10 +66,11 @@ def explain(
 
     if fill not in FILLS:
         raise ConfigError(f"--fill {fill!r} is unknown; use one of {', '.join(FILLS)}")
-    summary = explain_scans(
-        checkpoint, scans, out, method=method, finding=finding, layer=layer, check=check,
-        fill=fill, strict_inputs=strict_inputs,  # type: ignore[arg-type]
-    )  # fmt: skip
+    with progress_bar("explaining") as progress:
+        summary = explain_scans(
+            checkpoint, scans, out, method=method, finding=finding, layer=layer, check=check,
+            fill=fill, strict_inputs=strict_inputs, progress=progress,  # type: ignore[arg-type]
+        )  # fmt: skip
     table = Table(
         "scan", "finding", "probability", "where", *(["drop top / random"] if check else [])
     )

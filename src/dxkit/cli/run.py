@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import importlib
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dxkit.cli import app
+from dxkit.cli.progress import progress_bar
 from dxkit.errors import InvalidScanError
 
 console = Console()
@@ -27,15 +27,21 @@ EVALUATORS = {
     "segment": "dxkit.evaluate.segment_run",
     "exam": "dxkit.evaluate.exam_run",
 }
-PREDICTORS = {"segment": "dxkit.serve.segment_predict", "exam": "dxkit.serve.exam_predict"}
+PREDICTORS = {"segment": "dxkit.cli.predict_segment", "exam": "dxkit.cli.predict_exam"}
 
 
 def _kind_of(run_or_checkpoint: Path) -> tuple[str, Path]:
-    from dxkit.evaluate.run import resolve_checkpoint
-    from dxkit.train.checkpoint import checkpoint_kind
+    from dxkit.errors import CheckpointError
+    from dxkit.infer.checkpoint import checkpoint_kind, resolve_checkpoint
 
     ckpt = resolve_checkpoint(run_or_checkpoint)
-    return checkpoint_kind(ckpt), ckpt
+    kind = checkpoint_kind(ckpt)
+    if kind not in EVALUATORS:  # an exam run's per-network training checkpoint
+        raise CheckpointError(
+            f"{ckpt}: a {kind!r} checkpoint (one network of an exam run); pass the run folder "
+            "or its checkpoints/bundle.ckpt"
+        )
+    return kind, ckpt
 
 
 Overrides = Annotated[
@@ -63,7 +69,8 @@ def train(
     console.print(f"run folder: [bold]{result.run_dir}[/] (best val score {result.best_score})")
     if evaluate:
         evaluator = importlib.import_module(EVALUATORS[cfg.task])
-        ev = evaluator.evaluate_checkpoint(result.best_checkpoint)
+        with progress_bar("evaluating") as progress:
+            ev = evaluator.evaluate_checkpoint(result.best_checkpoint, progress=progress)
         _print_scores(ev.split, ev.scores, getattr(ev, "payload", None))
         console.print(f"report: {ev.report_html}")
 
@@ -84,7 +91,10 @@ def evaluate_cmd(
     """Score a checkpoint and write report.json + report.html."""
     kind, ckpt = _kind_of(run_or_checkpoint)
     evaluator = importlib.import_module(EVALUATORS[kind])
-    ev = evaluator.evaluate_checkpoint(ckpt, split=split, tta=tta, out_dir=out)
+    with progress_bar("evaluating") as progress:
+        ev = evaluator.evaluate_checkpoint(
+            ckpt, split=split, tta=tta, out_dir=out, progress=progress
+        )
     _print_scores(ev.split, ev.scores, getattr(ev, "payload", None))
     console.print(f"report: {ev.report_json} and {ev.report_html}")
 
@@ -112,10 +122,10 @@ def predict(
 ) -> None:
     """Print (or write as CSV) the probability of each finding for each scan."""
     from dxkit.cli.batch import predict_scans, report_failures
-    from dxkit.serve.predictor import Predictor
+    from dxkit.infer.predictor import Predictor
 
     if checkpoint.suffix.lower() == ".onnx":
-        from dxkit.serve.onnx_predictor import OnnxPredictor
+        from dxkit.infer.onnx_predictor import OnnxPredictor
 
         predictor: Predictor | OnnxPredictor = OnnxPredictor.from_path(checkpoint)
     else:
@@ -123,13 +133,17 @@ def predict(
         if kind in PREDICTORS:
             chosen = {"exam_id": exam} if exam is not None and kind == "exam" else {}
             module = importlib.import_module(PREDICTORS[kind])
-            renderable, failed, done = module.run_predict(ckpt, files, out, **chosen)
+            with progress_bar("predicting") as progress:
+                renderable, failed, done = module.run_predict(
+                    ckpt, files, out, progress=progress, **chosen
+                )
             if done:
                 console.print(renderable)
             report_failures(failed, done, out)
             return
         predictor = Predictor.from_checkpoint(ckpt)
-    predictions, bad = predict_scans(predictor, files)
+    with progress_bar("predicting") as progress:
+        predictions, bad = predict_scans(predictor, files, progress)
     names = predictor.label_names
     flagged = [p for p in predictions if getattr(p, "input_warning", None)]
     if strict_inputs and flagged:
@@ -139,16 +153,9 @@ def predict(
             "with a warning"
         )
     if out is not None and predictions:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["file", *names, *[f"{n}_positive" for n in names], "input_warning"])
-            for p in predictions:
-                writer.writerow(
-                    [p.source, *[f"{p.probabilities[n]:.6f}" for n in names]]
-                    + [int(p.positive[n]) for n in names]
-                    + [getattr(p, "input_warning", None) or ""]
-                )
+        from dxkit.infer.prediction_csv import write_classifier_csv
+
+        write_classifier_csv(out, predictions, names, input_warning=True)
         console.print(f"wrote {len(predictions)} rows to {out}")
     elif predictions:
         table = Table("file", *names)

@@ -154,15 +154,15 @@ def export(
     ] = None,
 ) -> None:
     """Export a checkpoint to ONNX with its preprocessing inside the graph (+ JSON sidecar)."""
-    from dxkit.evaluate.run import resolve_checkpoint
-    from dxkit.serve.export import export_onnx, sidecar_path
+    from dxkit.infer.checkpoint import resolve_checkpoint
+    from dxkit.infer.export import export_onnx, sidecar_path
 
     if format.lower() != "onnx":
         raise ConfigError(f"--format {format!r}: only 'onnx' is supported")
     ckpt = resolve_checkpoint(checkpoint)
     if int8:
-        from dxkit.serve import quantize, quantize_exam
-        from dxkit.train.checkpoint import checkpoint_kind
+        from dxkit.infer.checkpoint import checkpoint_kind
+        from dxkit.infer import quantize, quantize_exam
 
         export_kind = (
             quantize_exam.export_exam_int8
@@ -195,8 +195,8 @@ def parity_check(checkpoint: Path, onnx_path: Path, seed: int = 0) -> float:
     (Hounsfield-like for CT, 0–255 otherwise) at 1.5× the model size (exercising the resize)."""
     import numpy as np
 
-    from dxkit.serve.onnx_predictor import OnnxPredictor
-    from dxkit.serve.predictor import Predictor
+    from dxkit.infer.onnx_predictor import OnnxPredictor
+    from dxkit.infer.predictor import Predictor
 
     torch_model = Predictor.from_checkpoint(checkpoint, device="cpu")
     onnx_model = OnnxPredictor.from_path(onnx_path)

@@ -12,7 +12,7 @@ import numpy as np
 from scipy.stats import norm, rankdata
 
 from dxkit.errors import ConfigError, DataSourceError
-from dxkit.evaluate.score_inputs import binary_column, labels_probs, safe_auc
+from dxkit.infer.score_inputs import binary_column, labels_probs, safe_auc
 
 
 def _weighted_aucs(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -20,11 +20,15 @@ from dxkit.data.exam import Exam
 from dxkit.errors import ConfigError
 from dxkit.evaluate.metrics import auc_with_ci, evaluate_predictions
 from dxkit.evaluate.report import write_report
-from dxkit.evaluate.run import Evaluation, resolve_checkpoint
+from dxkit.evaluate.run import Evaluation, served_tta
 from dxkit.evaluate.selection import mark_split
+from dxkit.infer.checkpoint import resolve_checkpoint
+from dxkit.infer.device import ProgressCallback
+from dxkit.infer.exam_model import ExamModel, load_exam_bundle
+from dxkit.infer.exam_predict import exam_predictions
+from dxkit.infer.prediction_csv import write_exam_csv
 from dxkit.train.config import config_from_dict
 from dxkit.train.exam_fit import label_matrix, load_exam_split
-from dxkit.train.exam_module import ExamModel, load_exam_bundle
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,7 @@ def evaluate_checkpoint(
     tta: bool | None = None,
     out_dir: Path | None = None,
     exams: list[Exam] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> ExamEvaluation:
     """Score an exam bundle on ``split`` (default ``valid``) and write report.json/.html."""
     ckpt = resolve_checkpoint(run_or_checkpoint)
@@ -106,12 +111,12 @@ def evaluate_checkpoint(
             "our test set; alias 'test'), 'tune' (alias 'val') or 'train'"
         )
     split = SPLITS[name]
-    use_tta = cfg.evaluate.tta if tta is None else tta
+    use_tta = served_tta(model.tta, tta, ckpt)
     exams = exams if exams is not None else exams_for_split(model, split)
     if not exams:
         raise ConfigError(f"split {split!r} holds no exams to evaluate")
     batch = cfg.data.eval_batch_size or cfg.data.batch_size
-    planes, fused = model.predict(exams, tta=use_tta, batch_size=batch)
+    planes, fused = model.predict(exams, tta=use_tta, batch_size=batch, progress=progress)
     y = label_matrix(exams, model.findings)
     ev = cfg.evaluate
     payload = evaluate_predictions(
@@ -158,6 +163,8 @@ def evaluate_checkpoint(
     out_dir = Path(out_dir) if out_dir is not None else ckpt.parent.parent
     title = f"{cfg.name}: exam model on MRNet {split} ({len(exams)} exams)"
     json_path, html_path = write_report(out_dir, payload, title=title, extra=extra)
+    rows = exam_predictions(model, exams, planes, fused)
+    write_exam_csv(out_dir / "predictions.csv", rows, model.findings, model.planes)
     scores = {f"auc_{e['name']}": e["auc"] for e in payload["labels"] if e["auc"] is not None}
     if payload["overall"]["macro_auc"] is not None:
         scores["macro_auc"] = payload["overall"]["macro_auc"]

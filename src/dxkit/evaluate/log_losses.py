@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.metrics import log_loss
 
 from dxkit.errors import DataSourceError
-from dxkit.evaluate.score_inputs import labels_probs
+from dxkit.infer.score_inputs import labels_probs
 
 
 def rsna_weights(label_names: Sequence[str]) -> list[float]:

@@ -11,7 +11,7 @@ from sklearn.metrics import accuracy_score
 
 from dxkit.data.source import Task
 from dxkit.errors import ConfigError, DataSourceError
-from dxkit.evaluate.score_inputs import TASKS, binary_column, labels_probs, safe_auc
+from dxkit.infer.score_inputs import TASKS, binary_column, labels_probs, safe_auc
 
 log = logging.getLogger(__name__)
 

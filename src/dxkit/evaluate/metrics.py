@@ -45,7 +45,7 @@ from dxkit.evaluate.operating_point import (
     choose_threshold,
     choose_thresholds,
 )
-from dxkit.evaluate.score_inputs import TASKS, labels_probs, safe_auc
+from dxkit.infer.score_inputs import TASKS, labels_probs, safe_auc
 
 __all__ = [
     "ThresholdMethod",

@@ -1,61 +1,21 @@
-"""An operating point for one finding: the threshold chosen on validation and the
-confusion table with sensitivity/specificity/PPV/NPV (Wilson intervals) at it.
+"""An operating point for one finding: the threshold chosen on validation
+(``dxkit.infer.thresholds``, re-exported here) and the confusion table with
+sensitivity/specificity/PPV/NPV (Wilson intervals) at it.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest
-from sklearn.metrics import confusion_matrix, roc_curve
+from sklearn.metrics import confusion_matrix
 
-from dxkit.errors import ConfigError
-from dxkit.evaluate.score_inputs import binary_column, labels_probs
+from dxkit.infer.score_inputs import binary_column, labels_probs
+from dxkit.infer.thresholds import ThresholdMethod, choose_threshold, choose_thresholds
 
 log = logging.getLogger(__name__)
-
-
-ThresholdMethod = Literal["youden", "sensitivity"]
-
-
-def choose_threshold(
-    y_true: Any, y_prob: Any, method: ThresholdMethod = "youden", target: float = 0.9
-) -> float:
-    """Operating point for one label, to be chosen on VALIDATION and applied to test.
-
-    ``youden`` maximises sensitivity + specificity - 1; ``sensitivity`` is the highest
-    threshold whose sensitivity reaches ``target`` (the most specific such point). A case is
-    called positive when ``p >= threshold`` (scikit-learn's ``roc_curve`` convention). With a
-    single class present no threshold can be chosen: 0.5 is returned and a warning logged.
-    """
-    if method not in ("youden", "sensitivity"):
-        raise ConfigError(
-            f"choose_threshold: method must be 'youden' or 'sensitivity', got {method!r}"
-        )
-    if not 0 < target <= 1:
-        raise ConfigError(f"choose_threshold: target sensitivity must be in (0, 1], got {target}")
-    y, p = labels_probs(y_true, y_prob, "choose_threshold")
-    yb, pb = binary_column(y, "choose_threshold"), p.ravel()
-    if np.unique(yb).size < 2:
-        log.warning("choose_threshold: only one class in y_true, falling back to 0.5")
-        return 0.5
-    fpr, tpr, thr = roc_curve(yb, pb, drop_intermediate=False)
-    fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]  # drop the (0, 0) point at threshold +inf
-    if method == "youden":
-        best = int(np.argmax(tpr - fpr))
-    else:
-        best = int(np.flatnonzero(tpr >= target - 1e-12)[0])
-    return float(thr[best])
-
-
-def choose_thresholds(
-    y_true: Any, y_prob: Any, method: ThresholdMethod = "youden", target: float = 0.9
-) -> list[float]:
-    """``choose_threshold`` for every label column of ``(N, L)`` validation predictions."""
-    y, p = labels_probs(y_true, y_prob, "choose_thresholds")
-    return [choose_threshold(y[:, i], p[:, i], method, target) for i in range(p.shape[1])]
 
 
 def _wilson(k: int, n: int, level: float) -> list[float] | None:
@@ -101,3 +61,6 @@ def binary_table(y_true: Any, y_prob: Any, threshold: float, level: float = 0.95
             notes.append(f"{name} undefined: {why}")
     table["notes"] = notes
     return table
+
+
+__all__ = ["ThresholdMethod", "binary_table", "choose_threshold", "choose_thresholds"]

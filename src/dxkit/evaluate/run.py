@@ -13,12 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
-from dxkit.data.dataset import ScanDataset
 from dxkit.data.source import LabelledSet, SourceData
-from dxkit.errors import ConfigError, MissingFileError
+from dxkit.errors import ConfigError
 from dxkit.evaluate.metrics import (
     choose_threshold,
     evaluate_predictions,
@@ -30,9 +27,17 @@ from dxkit.evaluate.metrics import (
 from dxkit.evaluate.operating_point import ThresholdMethod
 from dxkit.evaluate.report import write_report
 from dxkit.evaluate.selection import mark_split
-from dxkit.train.checkpoint import LoadedModel, load_checkpoint, update_metadata
+from dxkit.infer.checkpoint import (
+    LoadedModel,
+    load_checkpoint,
+    resolve_checkpoint,
+    update_metadata,
+)
+from dxkit.infer.device import ProgressCallback
+from dxkit.infer.prediction_csv import write_classifier_csv
+from dxkit.infer.predictor import prediction
+from dxkit.infer.probabilities import predict_set
 from dxkit.train.config import config_from_dict
-from dxkit.train.module import predict_probabilities
 from dxkit.train.sources import load_source
 
 log = logging.getLogger(__name__)
@@ -50,34 +55,6 @@ class Evaluation:
     payload: dict[str, Any]
 
 
-def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
-    """A run folder → its best checkpoint; a file → itself."""
-    path = Path(run_or_checkpoint)
-    if path.is_dir():
-        for name in ("bundle.ckpt", "best.ckpt", "last.ckpt"):
-            if (path / "checkpoints" / name).is_file():
-                return path / "checkpoints" / name
-        raise MissingFileError(
-            f"{path}: no checkpoints/bundle.ckpt, best.ckpt or last.ckpt in this run folder"
-        )
-    if not path.exists():
-        raise MissingFileError(f"{path} does not exist; pass a run folder or a .ckpt file")
-    return path
-
-
-@torch.no_grad()
-def predict_set(
-    loaded: LoadedModel, labelled: LabelledSet, tta: bool = False, batch_size: int = 256
-) -> np.ndarray:
-    """Probabilities ``(N, L)`` for every scan of a split (optionally averaged over flips)."""
-    dataset = ScanDataset(labelled, loaded.preprocessing, cache=False)
-    loader = DataLoader(dataset, batch_size=batch_size)
-    model = loaded.model.eval()
-    dims = loaded.preprocessing.spatial_dims
-    out = [predict_probabilities(model, x, loaded.task, dims, tta) for x, _ in loader]
-    return torch.cat(out).numpy()
-
-
 def _thresholds(
     y: np.ndarray, p: np.ndarray, method: ThresholdMethod, target: float
 ) -> list[float]:
@@ -88,6 +65,19 @@ def _thresholds(
         else:
             out.append(float(choose_threshold(y[:, j], p[:, j], method=method, target=target)))
     return out
+
+
+def served_tta(recipe: bool, asked: bool | None, ckpt: Path) -> bool:
+    """The TTA to evaluate with when the thresholds were fitted during training (exam
+    bundles, segmenters): the recorded recipe; asking for the other one is refused, since
+    the report would then describe probabilities no predictor serves."""
+    if asked is None or asked == recipe:
+        return recipe
+    raise ConfigError(
+        f"{ckpt}: its thresholds were fitted on {'TTA' if recipe else 'plain'} probabilities "
+        f"(inference.tta: {str(recipe).lower()}), which every predictor serves; evaluate "
+        f"without --{'no-' if recipe else ''}tta"
+    )
 
 
 def workload_metrics(
@@ -118,6 +108,7 @@ def evaluate_checkpoint(
     tta: bool | None = None,
     out_dir: Path | None = None,
     source: SourceData | None = None,
+    progress: ProgressCallback | None = None,
 ) -> Evaluation:
     """Score a checkpoint on ``split`` (default: test if the data has one, else val; a
     split that took part in a choice is flagged in the report, see ``selection``)."""
@@ -128,11 +119,11 @@ def evaluate_checkpoint(
     split = split or ("test" if "test" in source.splits else "val")
     if split not in source.splits:
         raise ConfigError(f"split {split!r} not in data: choose one of {sorted(source.splits)}")
-    use_tta = cfg.evaluate.tta if tta is None else tta
+    use_tta = loaded.tta if tta is None else tta  # the recipe: recorded, else the config
     ev = cfg.evaluate
 
     val = source.splits["val"]
-    val_probs = predict_set(loaded, val, tta=use_tta)
+    val_probs = predict_set(loaded, val, tta=use_tta, progress=progress)
     thresholds = _thresholds(np.asarray(val.labels), val_probs, ev.threshold, ev.target_sensitivity)
     # The thresholds hold for these probabilities only: record how they were made (TTA or
     # not), so the Predictor, the server and the ONNX export serve the same ones.
@@ -144,7 +135,7 @@ def evaluate_checkpoint(
         update_metadata(ckpt, inference={"tta": use_tta})
 
     target = source.splits[split]
-    probs = val_probs if split == "val" else predict_set(loaded, target, tta=use_tta)
+    probs = val_probs if split == "val" else predict_set(loaded, target, use_tta, progress=progress)
     y = np.asarray(target.labels)
     payload = evaluate_predictions(
         y,
@@ -170,4 +161,31 @@ def evaluate_checkpoint(
     out_dir = out_dir or ckpt.parent.parent
     title = f"{cfg.name}: {payload['model']} on {payload['dataset']} ({split})"
     json_path, html_path = write_report(out_dir, payload, title=title, extra=extra)
+    write_predictions(out_dir / "predictions.csv", loaded, target, probs, thresholds)
     return Evaluation(split, scores, thresholds, json_path, html_path, payload)
+
+
+def scan_names(labelled: LabelledSet) -> list[str]:
+    """Each scan's name in predictions.csv: its file path, else its id, else its index."""
+    names = []
+    for i, item in enumerate(labelled.items):
+        if isinstance(item, Path):
+            names.append(str(item))
+        else:
+            names.append(labelled.ids[i] if labelled.ids is not None else f"{i}")
+    return names
+
+
+def write_predictions(
+    path: Path,
+    loaded: LoadedModel,
+    labelled: LabelledSet,
+    probs: np.ndarray,
+    thresholds: list[float],
+) -> Path:
+    """The scored split's probabilities and calls in ``dxkit predict --out``'s format."""
+    rows = [
+        prediction(name, p, loaded.label_names, thresholds, loaded.task)
+        for name, p in zip(scan_names(labelled), probs, strict=True)
+    ]
+    return write_classifier_csv(path, rows, loaded.label_names)

@@ -4,7 +4,7 @@ The workload metric is the challenge's: per-image Dice with the empty rule, aver
 original image resolution (the model-size probability map is upsampled, thresholded, and
 emptied when the image-level mask decision is negative — exactly the masks ``dxkit predict``
 writes), beside Dice on the positive images only. Image level, for each decision path the
-checkpoint has (the mask's score, see ``dxkit.train.segment_model``; the classifier head):
+checkpoint has (the mask's score, see ``dxkit.infer.segment_model``; the classifier head):
 AUC with a bootstrap interval that resamples patients, and sensitivity/specificity at the
 operating points chosen on validation during training; the path with the higher AUC on the
 scored split "wins". The default split is ``test`` when the run held one out, else ``val``.
@@ -23,12 +23,13 @@ from dxkit.data.sources.siim import SiimData
 from dxkit.errors import ConfigError
 from dxkit.evaluate.metrics import evaluate_predictions
 from dxkit.evaluate.report import write_report
-from dxkit.evaluate.run import resolve_checkpoint
-from dxkit.evaluate.segmentation import dice_per_image
+from dxkit.evaluate.run import served_tta
 from dxkit.evaluate.selection import mark_split
-from dxkit.train.config import config_from_dict
-from dxkit.train.segment_data import indices_of, load_siim_data, patient_groups
-from dxkit.train.segment_model import (
+from dxkit.infer.checkpoint import resolve_checkpoint
+from dxkit.infer.device import ProgressCallback
+from dxkit.infer.prediction_csv import SegmentRow, write_segment_csv
+from dxkit.infer.segment_decision import dice_per_image
+from dxkit.infer.segment_model import (
     LABEL,
     SegmentModel,
     full_resolution_mask,
@@ -36,6 +37,9 @@ from dxkit.train.segment_model import (
     mask_scores,
     score_threshold,
 )
+from dxkit.infer.segment_predict import image_call
+from dxkit.train.config import config_from_dict
+from dxkit.train.segment_data import indices_of, load_siim_data, patient_groups
 
 log = logging.getLogger(__name__)
 PATHS = {"mask": "segmenter", "classifier": "classifier"}
@@ -60,29 +64,45 @@ class SplitOutputs:
     dice: np.ndarray
     positive: np.ndarray
     scores: dict[str, np.ndarray]
+    rows: list[SegmentRow]  # what predict writes for the same images (predictions.csv)
 
 
 def score_split(
-    model: SegmentModel, data: SiimData, indices: list[int], tta: bool, batch_size: int = 4
+    model: SegmentModel,
+    data: SiimData,
+    indices: list[int],
+    tta: bool,
+    batch_size: int = 4,
+    progress: ProgressCallback | None = None,
 ) -> SplitOutputs:
     """Predict the images at ``indices`` in batches; only per-image numbers are kept."""
-    t, min_area = float(model.thresholds["threshold"]), int(model.thresholds["min_area"])
-    dice, mask_score, cls_score = [], [], []
+    th = model.thresholds
+    t, min_area = float(th["threshold"]), int(th["min_area"])
+    dice, mask_score, cls_score, rows = [], [], [], []
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         images = [data.image(i, model.scaling) for i in chunk]
         maps, cls = model.predict(images, tta=tta, batch_size=batch_size)
-        for prob, i in zip(maps, chunk, strict=True):
+        scores = mask_scores(maps, min_area)
+        for k, (prob, i) in enumerate(zip(maps, chunk, strict=True)):
             truth = data.mask(i)
             pred = full_resolution_mask(prob, truth.shape, t, min_area)
             dice.append(float(dice_per_image(pred[None], truth[None])[0]))
-        mask_score.append(mask_scores(maps, min_area))
+            c = float(cls[k]) if cls is not None else None
+            probability, positive = image_call(float(scores[k]), c, th)
+            source = str(data.image_paths[i])
+            rows.append(SegmentRow(Path(source).stem, source, probability, positive,
+                                   float(scores[k]), c, int(pred.sum())))  # fmt: skip
+        mask_score.append(scores)
         if cls is not None:
             cls_score.append(cls)
-    scores = {"mask": np.concatenate(mask_score)}
+        if progress is not None:
+            progress(min(start + batch_size, len(indices)), len(indices))
+    scores_by_path = {"mask": np.concatenate(mask_score)}
     if cls_score:
-        scores["classifier"] = np.concatenate(cls_score)
-    return SplitOutputs(np.asarray(dice), data.has_pneumothorax[indices] > 0.5, scores)
+        scores_by_path["classifier"] = np.concatenate(cls_score)
+    truth = np.asarray(data.has_pneumothorax[indices] > 0.5)
+    return SplitOutputs(np.asarray(dice), truth, scores_by_path, rows)
 
 
 def _path_summary(entry: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +122,7 @@ def evaluate_checkpoint(
     tta: bool | None = None,
     out_dir: Path | None = None,
     data: SiimData | None = None,
+    progress: ProgressCallback | None = None,
 ) -> SegmentEvaluation:
     """Score a segmenter on ``split`` (default test, else val) and write report.json/.html."""
     ckpt = resolve_checkpoint(run_or_checkpoint)
@@ -116,11 +137,11 @@ def evaluate_checkpoint(
             f"split {name!r} of {ckpt} holds no images (data.test_fraction was 0?); "
             "evaluate --split val"
         )
-    use_tta = cfg.evaluate.tta if tta is None else tta
+    use_tta = served_tta(model.tta, tta, ckpt)
     data = data if data is not None else load_siim_data(cfg)
     indices = indices_of(data, splits[name], f"{ckpt} {name} split")
     batch = cfg.data.eval_batch_size or cfg.data.batch_size
-    out = score_split(model, data, indices, use_tta, batch)
+    out = score_split(model, data, indices, use_tta, batch, progress)
 
     th = model.thresholds
     columns = ["mask"] + (["classifier"] if "classifier" in out.scores else [])
@@ -182,6 +203,7 @@ def evaluate_checkpoint(
     out_dir = Path(out_dir) if out_dir is not None else ckpt.parent.parent
     title = f"{cfg.name}: pneumothorax segmenter on SIIM {name} ({len(indices)} images)"
     json_path, html_path = write_report(out_dir, payload, title=title, extra=extra)
+    write_segment_csv(out_dir / "predictions.csv", out.rows)
     scores = {"mean_dice": mean_dice, "positive_dice": positive_dice}
     scores |= {f"auc_{c}": a for c, a in aucs.items()}
     scores = {k: v for k, v in scores.items() if v == v}  # drop NaN (e.g. no positive image)

@@ -44,9 +44,9 @@ from dxkit.explain.targets import (
     resolve_layer,
     spatial_layer_names,
 )
+from dxkit.infer.probabilities import predict_probabilities
 from dxkit.models.ensemble import DeepEnsemble
 from dxkit.preprocess.spec import Preprocessing
-from dxkit.train.module import probabilities
 
 __all__ = [
     "METHODS",
@@ -245,6 +245,7 @@ class CamExplainer:
         task: str,
         method: str = "gradcam",
         layer: str | None = None,
+        tta: bool = False,
     ) -> None:
         if method not in METHODS:
             raise ConfigError(
@@ -254,6 +255,7 @@ class CamExplainer:
         self.preprocessing = preprocessing
         self.label_names = list(label_names)
         self.task = task
+        self.tta = tta  # the served recipe: reported probabilities average the flipped views
         self.method = method
         self.target_layer: nn.Module | None = None
         if method == "occlusion":
@@ -274,17 +276,25 @@ class CamExplainer:
         """Share a ``Predictor``'s model and preprocessing (so serving and heatmaps agree)."""
         loaded = predictor.loaded
         return cls(
-            predictor.model, loaded.preprocessing, loaded.label_names, loaded.task, method, layer
-        )
+            predictor.model, loaded.preprocessing, loaded.label_names, loaded.task, method, layer,
+            tta=loaded.tta,
+        )  # fmt: skip
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, L)`` for a batch of prepared inputs."""
         with torch.no_grad():
             return self.model(x.to(self.device)).float()
 
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """The served probabilities ``(N, L)`` of prepared inputs (with the recipe's TTA)."""
+        with torch.no_grad():
+            dims = self.preprocessing.spatial_dims
+            x = x.to(self.device)
+            return predict_probabilities(self.model, x, cast(Task, self.task), dims, self.tta)
+
     def score(self, x: torch.Tensor, index: int) -> torch.Tensor:
         """Probability of output ``index`` for a batch of prepared inputs (``(N,)``)."""
-        return probabilities(self.logits(x), cast(Task, self.task))[:, index].cpu()
+        return self.probabilities(x)[:, index].cpu()
 
     def maps(self, x: torch.Tensor, index: int) -> np.ndarray:
         """Raw maps ``(N, *spatial)`` at input resolution for prepared inputs ``x``."""
@@ -318,7 +328,7 @@ class CamExplainer:
         for group in groups:
             x = torch.stack([inputs[i] for i in group])
             logits = self.logits(x).cpu()
-            probs = probabilities(logits, cast(Task, self.task)).numpy()
+            probs = self.probabilities(x).cpu().numpy()
             chosen = [asked if asked is not None else default_finding(p, self.task) for p in probs]
             for index in sorted(set(chosen)):
                 rows = [r for r, c in enumerate(chosen) if c == index]

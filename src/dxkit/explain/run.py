@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -31,9 +31,11 @@ from dxkit.explain.overlay import (
     scale_note,
 )
 from dxkit.explain.volume import ExamHeatmaps, exam_inputs, explain_exam, peak_slice, plane_network
+from dxkit.infer.device import ProgressCallback
 from dxkit.io.discover import ScanItem, discover, read_volume, readable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 SUMMARY = "explain.json"
 
 
@@ -67,6 +69,15 @@ class _Request:
     fill: Fill
     seed: int
     strict_inputs: bool = False  # refuse scans unlike the training data (input_profile)
+    progress: ProgressCallback | None = None
+
+
+def counted(pairs: Iterable[T], total: int, progress: ProgressCallback | None) -> Iterator[T]:
+    """``pairs`` unchanged, reporting ``progress(done, total)`` after each one is handled."""
+    for i, pair in enumerate(pairs):
+        yield pair
+        if progress is not None:
+            progress(i + 1, total)
 
 
 def _slug(text: str) -> str:
@@ -85,11 +96,12 @@ def explain_scans(
     fill: Fill = "mean",
     seed: int = 0,
     strict_inputs: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Write heatmaps of ``scans`` under ``out`` and return the ``explain.json`` content
-    (``strict_inputs``: a classifier refuses scans its input guard flags)."""
-    from dxkit.evaluate.run import resolve_checkpoint
-    from dxkit.train.checkpoint import checkpoint_kind
+    (``strict_inputs``: a classifier refuses scans its input guard flags;
+    ``progress(done, total)`` after each scan)."""
+    from dxkit.infer.checkpoint import checkpoint_kind, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     kind = checkpoint_kind(path)
@@ -98,14 +110,14 @@ def explain_scans(
     summary: dict[str, Any]
     if kind in ("exam", "classify"):
         explain_kind = _explain_exams if kind == "exam" else _explain_classifier
-        ask = _Request(method, finding, layer, check, fill, seed, strict_inputs)
+        ask = _Request(method, finding, layer, check, fill, seed, strict_inputs, progress)
         summary = explain_kind(path, scans, out, ask)
     elif kind == "segment":
         from dxkit.explain.segmenter import explain_segmenter
 
         summary = explain_segmenter(
             path, scans, out, method=method, finding=finding, layer=layer, check=check,
-            fill=fill, seed=seed,
+            fill=fill, seed=seed, progress=progress,
         )  # fmt: skip
     else:
         raise CheckpointError(
@@ -120,8 +132,8 @@ def explain_scans(
 def _explain_classifier(
     path: Path, scans: Sequence[str | Path], out: Path, ask: _Request
 ) -> dict[str, Any]:
+    from dxkit.infer.predictor import Predictor
     from dxkit.preprocess.input_profile import check_input
-    from dxkit.serve.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(path)
     explainer = CamExplainer.from_predictor(predictor, ask.method, ask.layer)
@@ -135,7 +147,7 @@ def _explain_classifier(
         prepare_scan(pre, array, item.source)  # a scan the model cannot take is reported
         return array
 
-    for item, array in readable(items, read, bad):
+    for item, array in counted(readable(items, read, bad), len(items), ask.progress):
         scan = Path(item.source)
         warning = check_input(predictor.loaded.meta.get("input_profile"), array)
         if warning and ask.strict_inputs:
@@ -236,14 +248,15 @@ def _explain_exams(
     path: Path, scans: Sequence[str | Path], out: Path, ask: _Request
 ) -> dict[str, Any]:
     from dxkit.data.sources.mrnet import load_exam_folder
-    from dxkit.train.exam_module import load_exam_bundle
+    from dxkit.infer.exam_model import load_exam_bundle
 
     model = load_exam_bundle(path)
     names = _Names()
     rows = []
     layer_used = ask.layer
     items, bad = discover(scans, "exam")
-    for item, exam in readable(items, lambda item: load_exam_folder(item.paths[0]), bad):
+    exams = readable(items, lambda item: load_exam_folder(item.paths[0]), bad)
+    for item, exam in counted(exams, len(items), ask.progress):
         scan = Path(item.source)
         maps = explain_exam(model, exam, ask.finding, ask.method, ask.layer)
         layer_used = maps.layer

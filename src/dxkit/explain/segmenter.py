@@ -22,18 +22,28 @@ import torch.nn.functional as F
 from dxkit.errors import ConfigError
 from dxkit.explain.faithfulness import Fill, deletion_check
 from dxkit.explain.overlay import save_map, save_overlay
+from dxkit.infer.device import ProgressCallback
 from dxkit.io.discover import discover, readable
 
 log = logging.getLogger(__name__)
 METHOD = "probability"
 
 
+def model_device(model: Any) -> torch.device:
+    return next(model.model.parameters()).device
+
+
 def _score_fn(model: Any, use_classifier: bool, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """Batch ``(N, 1, S, S)`` → the decision score ``(N,)`` the checkpoint uses."""
 
     def score(batch: torch.Tensor) -> torch.Tensor:
+        from dxkit.infer.segment_model import segment_probabilities
+
         with torch.no_grad():
-            prob, head = model._forward(batch)
+            prob, head = segment_probabilities(
+                model.model, batch.to(model_device(model)), model.tta
+            )
+            prob, head = prob.cpu(), None if head is None else head.cpu()
         if use_classifier and head is not None:
             return head[:, 0]
         flat = prob.flatten(1)
@@ -53,10 +63,11 @@ def explain_segmenter(
     check: bool,
     fill: Fill,
     seed: int,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Probability-map overlays (and ``--check``) for each radiograph in ``scans``."""
-    from dxkit.serve.segment_predict import read_image
-    from dxkit.train.segment_model import load_segmenter, mask_scores, to_input
+    from dxkit.infer.segment_model import load_segmenter, mask_scores, to_input
+    from dxkit.infer.segment_predict import image_call, read_image
 
     model = load_segmenter(path)
     labels = list(model.meta.get("label_names") or ["pneumothorax"])
@@ -72,15 +83,13 @@ def explain_segmenter(
     use_classifier = th.get("preferred") == "classifier" and model.has_classifier
     rows = []
     items, bad = discover(scans, "file")
-    for item, pixels in readable(items, lambda item: read_image(item.paths[0], model), bad):
+    pairs = readable(items, lambda item: read_image(item.paths[0], model), bad)
+    for i, (item, pixels) in enumerate(pairs):
         scan = item.paths[0]
         maps, cls = model.predict([pixels])
         prob = maps[0]
-        score = (
-            float(cls[0])
-            if use_classifier and cls is not None
-            else float(mask_scores(maps, min_area)[0])
-        )
+        classifier = float(cls[0]) if cls is not None else None
+        score, _ = image_call(float(mask_scores(maps, min_area)[0]), classifier, th)
         stem = f"{scan.stem}.{labels[0]}.{METHOD}"
         up = F.interpolate(torch.from_numpy(prob)[None, None], size=pixels.shape, mode="bilinear")
         full = up[0, 0].numpy()
@@ -108,6 +117,8 @@ def explain_segmenter(
             )
             row["faithfulness"] = result.as_dict()
         rows.append(row)
+        if progress is not None:
+            progress(i + 1, len(items))
         log.info("%s: %s p=%.3f", scan, labels[0], score)
     return {
         "failed": [{"source": b.source, "reason": b.reason} for b in bad],

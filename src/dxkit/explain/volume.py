@@ -110,6 +110,7 @@ def explain_series(
     net.eval()
     wrapper = SliceLogits(net).eval()
     layer_name, target = resolve_layer(net, layer)
+    series = series.to(next(net.parameters()).device)  # where the exam model runs (CUDA?)
     with torch.no_grad():
         scores = net.explain_slices([series])
     slices = series.movedim(1, 0)  # (D, C, h, w): the slices as a batch of images
@@ -125,8 +126,11 @@ def explain_series(
         plane=plane,
         raw=raw,
         model_map=model_map,
-        slice_logits=scores.slice_logits[0, :depth, output_index].numpy().astype(np.float32),
-        contributions=scores.contributions[0, :depth, output_index].numpy().astype(np.float32),
+        slice_logits=scores.slice_logits[0, :depth, output_index].cpu().numpy().astype(np.float32),
+        contributions=scores.contributions[0, :depth, output_index]
+        .cpu()
+        .numpy()
+        .astype(np.float32),
         deciding_slice=int(scores.decisive_slice()[0, output_index]),
         logit=logit,
         probability=float(torch.sigmoid(torch.tensor(logit))),

@@ -69,8 +69,8 @@ class PacsModel:
     """A checkpoint (classifier / segmenter) or exam bundle, ready for PACS studies."""
 
     def __init__(self, path: Path) -> None:
+        from dxkit.infer.checkpoint import read_checkpoint
         from dxkit.serve.served import model_name
-        from dxkit.train.checkpoint import read_checkpoint
 
         self.path = Path(path)
         meta = read_checkpoint(self.path)["dxkit"]
@@ -85,15 +85,15 @@ class PacsModel:
     def _loaded(self) -> Any:
         if self._model is None:
             if self.kind == "segment":
-                from dxkit.train.segment_model import load_segmenter
+                from dxkit.infer.segment_model import load_segmenter
 
                 self._model = load_segmenter(self.path)
             elif self.kind == "exam":
-                from dxkit.serve.exam_predict import ExamPredictor
+                from dxkit.infer.exam_predict import ExamPredictor
 
                 self._model = ExamPredictor.from_bundle(self.path)
             else:
-                from dxkit.serve.predictor import Predictor
+                from dxkit.infer.predictor import Predictor
                 from dxkit.serve.served import ServedModel
 
                 predictor = Predictor.from_checkpoint(self.path)
@@ -163,7 +163,7 @@ class PacsModel:
         return ModelOutput(findings, {"scan": headers}, heatmap=heatmap)
 
     def _segment(self, instances: list[Dataset], tmp: Path) -> ModelOutput:
-        from dxkit.serve.segment_predict import predict_files
+        from dxkit.infer.segment_predict import predict_files
 
         files = []
         for i, ds in enumerate(instances):

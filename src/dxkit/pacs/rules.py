@@ -81,7 +81,7 @@ def rules_for(kind: str, meta: Mapping[str, Any]) -> SeriesRules:
 
 def attach_series_rules(checkpoint: Path, rules: SeriesRules) -> None:
     """Write ``rules`` into a classifier/segmenter checkpoint's metadata (atomically)."""
-    from dxkit.train.checkpoint import update_metadata
+    from dxkit.infer.checkpoint import update_metadata
 
     update_metadata(checkpoint, series_rules=rules.model_dump(mode="json"))
 

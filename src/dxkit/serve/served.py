@@ -231,11 +231,10 @@ class ServedModel:
         return check_input(getattr(loaded, "meta", {}).get("input_profile"), array)
 
     def decisions(self, probs: np.ndarray) -> list[bool]:
-        """Positive or not per finding: each threshold, or the top class for one-of-K."""
-        if self.task == "multiclass":
-            top = int(np.argmax(probs))
-            return [i == top for i in range(len(probs))]
-        return [bool(p >= t) for p, t in zip(probs, self.thresholds, strict=True)]
+        """Positive or not per finding: the one decision rule of every predictor."""
+        from dxkit.infer.thresholds import decide
+
+        return list(decide(probs, self.label_names, self.thresholds, self.task).values())
 
     # --- explain -------------------------------------------------------------------------
 
@@ -306,16 +305,16 @@ class ServedModel:
 def load_models(paths: list[Path], threads: int | None = None, parallel: int = 1) -> dict[str, Any]:
     """Load every checkpoint (``.ckpt``) or export (``.onnx``) once, under unique names;
     ``parallel`` inferences at a time over all models, ONNX sessions on ``threads`` threads."""
-    from dxkit.serve.onnx_predictor import OnnxPredictor
-    from dxkit.serve.predictor import Predictor
-    from dxkit.train.checkpoint import checkpoint_kind
+    from dxkit.infer.checkpoint import checkpoint_kind
+    from dxkit.infer.onnx_predictor import OnnxPredictor
+    from dxkit.infer.predictor import Predictor
 
     models: dict[str, Any] = {}  # ServedModel or ExamServedModel
     slots = threading.BoundedSemaphore(max(1, parallel))
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            from dxkit.evaluate.run import resolve_checkpoint
+            from dxkit.infer.checkpoint import resolve_checkpoint
 
             path = resolve_checkpoint(path)
         if not path.is_file():
@@ -325,7 +324,7 @@ def load_models(paths: list[Path], threads: int | None = None, parallel: int = 1
             onnx = OnnxPredictor.from_path(path, threads=threads)
             model = ServedModel("", path, onnx, "onnx", slots)
         elif (kind := checkpoint_kind(path)) == "exam":
-            from dxkit.serve.exam_predict import ExamPredictor
+            from dxkit.infer.exam_predict import ExamPredictor
             from dxkit.serve.served_exam import ExamServedModel
 
             model = ExamServedModel("", path, ExamPredictor.from_bundle(path), slots)

@@ -98,7 +98,9 @@ class ExamServedModel:
         }
 
     def decisions(self, probs: np.ndarray) -> list[bool]:
-        return [bool(p >= t) for p, t in zip(probs, self.thresholds, strict=True)]
+        from dxkit.infer.thresholds import decide
+
+        return list(decide(probs, self.label_names, self.thresholds, "multilabel").values())
 
     def _exam(self, scan: Scan) -> Any:
         from dxkit.data.exam import Exam, Series

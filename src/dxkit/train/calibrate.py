@@ -19,13 +19,11 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 from scipy.special import expit
-from torch.utils.data import DataLoader
 
-from dxkit.data.augment import tta_views
-from dxkit.data.dataset import ScanDataset
 from dxkit.data.source import LabelledSet
 from dxkit.errors import ConfigError
-from dxkit.train.checkpoint import load_checkpoint, read_checkpoint
+from dxkit.infer.checkpoint import load_checkpoint, read_checkpoint
+from dxkit.infer.probabilities import predict_set_logits
 from dxkit.train.module import split_head
 
 SCALE_BOUNDS = (1e-3, 1e3)  # a > 0 keeps the ranking, so AUC is unchanged
@@ -49,16 +47,13 @@ def platt_fit(view_logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(res.x[0]), float(res.x[1])
 
 
-@torch.no_grad()
 def _view_logits(path: Path, labelled: LabelledSet, tta: bool) -> tuple[np.ndarray, str, int]:
+    """Per-view logits ``(V, N, L)`` of the split: the inference path's own
+    (``dxkit.infer.probabilities``), on the device training would use, so the fitted (a, b)
+    apply to exactly the probabilities that will be served."""
     loaded = load_checkpoint(path)
-    dims = loaded.preprocessing.spatial_dims
-    loader = DataLoader(ScanDataset(labelled, loaded.preprocessing, cache=False), batch_size=256)
-    chunks = []
-    for x, _ in loader:
-        views = tta_views(x, dims) if tta else [x]
-        chunks.append(torch.stack([loaded.model(v).float() for v in views]))
-    return torch.cat(chunks, dim=1).numpy(), loaded.task, dims
+    logits = predict_set_logits(loaded, labelled, tta=tta)
+    return logits, loaded.task, loaded.preprocessing.spatial_dims
 
 
 def _head_names(path: Path) -> list[tuple[str, str]]:

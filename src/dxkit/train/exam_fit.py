@@ -55,17 +55,16 @@ from dxkit.data.exam import (
     collate_exams,
 )
 from dxkit.errors import CheckpointError, ConfigError, DataSourceError
-from dxkit.evaluate.metrics import choose_threshold
+from dxkit.infer.contract import EXAM_NETWORK_FORMAT
+from dxkit.infer.exam_model import FusionInputs, exam_plane_probabilities, network_probabilities
+from dxkit.infer.thresholds import choose_threshold
 from dxkit.models.fusion import PlaneFusion
 from dxkit.models.slicestack import ExamNetworks, SliceStackNet
 from dxkit.train.config import RunConfig
 from dxkit.train.exam_module import (
     ExamModule,
-    FusionInputs,
     bundle_meta,
-    exam_plane_probabilities,
     fusion_training_inputs,
-    network_probabilities,
     save_exam_bundle,
 )
 from dxkit.train.fit import FitResult, make_trainer, new_run_dir
@@ -208,7 +207,12 @@ def train_network(
     y = label_matrix(train_exams, findings)[:, label_index]
     pos_weight = class_weights(y, "multilabel") if cfg.train.class_weights == "balanced" else None
     module = ExamModule(
-        net, job.plane, label_index, cfg.train, pos_weight, {"kind": "exam-network"}
+        net,
+        job.plane,
+        label_index,
+        cfg.train,
+        pos_weight,
+        {"kind": "exam-network", "format": EXAM_NETWORK_FORMAT},
     )
     if done.is_file():
         info = json.loads(done.read_text())
@@ -264,9 +268,9 @@ def _best_tune(monitor: str, score: torch.Tensor | None) -> dict[str, float | No
 
 
 def _load_best(net: SliceStackNet, path: Path) -> None:
-    from dxkit.train.checkpoint import read_checkpoint
+    from dxkit.infer.checkpoint import read_checkpoint
 
-    state = read_checkpoint(path)["state_dict"]
+    state = read_checkpoint(path)["state_dict"]  # kind exam-network: weights for the bundle
     net.load_state_dict(
         {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     )

@@ -1,45 +1,49 @@
-"""Exam networks as they are trained and run: the Lightning module of one slice-stack network,
-batched inference over exams, and the exam-model bundle they travel in.
+"""Exam networks as they are trained: the Lightning module of one slice-stack network, and
+the bundle's metadata and writer (``checkpoints/bundle.ckpt``, kind ``"exam"``).
 
 One ``ExamModule`` trains one network of an exam model: the multi-task network of a plane
 (one head per finding) or the network of one (finding, plane) pair as in Bien et al. 2018.
-The bundle (``checkpoints/bundle.ckpt``) holds every network's state dict beside the plane
-fusion, the intensity normalisation and the thresholds, only as tensors and plain Python
-values, so ``torch.load(weights_only=True)`` reads it (kind ``"exam"``).
-
-(Bundle loading lives here rather than in ``dxkit.serve`` because ``dxkit.evaluate`` needs it
-and imports never flow upward.)
+How the bundle runs (plane probabilities, fusion, loading) is ``dxkit.infer.exam_model``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader
 from torchmetrics.functional import auroc
 
 from dxkit import __version__
-from dxkit.data.exam import Exam, ExamDataset, IntensityNormalization, collate_exams
+from dxkit.data.exam import ExamDataset, IntensityNormalization
 from dxkit.data.source import Task
-from dxkit.errors import CheckpointError
+from dxkit.infer.contract import ExamMetadata, ExamRecipe, InferenceRecipe
+from dxkit.infer.exam_model import (
+    FusionInputs,
+    build_networks,
+    log_odds,
+    standardize,
+)
 from dxkit.models.fusion import PlaneFusion
 from dxkit.models.slicestack import ExamNetworks, SliceStackNet
-from dxkit.train.checkpoint import read_checkpoint
 from dxkit.train.config import RunConfig, TrainConfig
 from dxkit.train.module import ClassifierModule
 
 log = logging.getLogger(__name__)
-BUNDLE_FORMAT = "dxkit-exam-bundle/1"
+__all__ = [
+    "ExamModule",
+    "FusionInputs",
+    "build_networks",
+    "bundle_meta",
+    "fusion_training_inputs",
+    "model_meta",
+    "save_exam_bundle",
+]  # fmt: skip
 
 
 class ExamModule(ClassifierModule):
@@ -112,138 +116,6 @@ class ExamModule(ClassifierModule):
         self.log("val_auc", score, prog_bar=True)
 
 
-# --------------------------------------------------------------------------- inference
-
-
-def _loader(
-    exams: Sequence[Exam],
-    planes: Sequence[str],
-    normalization: IntensityNormalization,
-    size: int | None,
-    batch_size: int,
-) -> DataLoader:
-    dataset = ExamDataset(exams, findings=[], planes=planes, normalization=normalization, size=size)
-    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate_exams)
-
-
-@torch.no_grad()
-def network_probabilities(
-    net: nn.Module,
-    exams: Sequence[Exam],
-    plane: str,
-    normalization: IntensityNormalization,
-    size: int | None,
-    *,
-    batch_size: int = 2,
-    tta: bool = False,
-) -> np.ndarray:
-    """Probabilities ``(N, net findings)`` of one network on one plane of ``exams``
-    (with ``tta``, averaged with the horizontally mirrored series, a training augmentation)."""
-    net.eval()
-    out = []
-    for batch in _loader(exams, [plane], normalization, size, batch_size):
-        series = batch["planes"][plane]
-        probs = net(series).float().sigmoid()
-        if tta:
-            probs = (probs + net([s.flip(-1) for s in series]).float().sigmoid()) / 2
-        out.append(probs)
-    return torch.cat(out).numpy().astype(np.float64)
-
-
-def exam_plane_probabilities(
-    networks: ExamNetworks,
-    exams: Sequence[Exam],
-    normalization: IntensityNormalization,
-    size: int | None,
-    *,
-    batch_size: int = 2,
-    tta: bool = False,
-) -> np.ndarray:
-    """Plane-level probabilities ``(N, planes, findings)``: what ``PlaneFusion`` combines."""
-    n_p, n_f = len(networks.planes), len(networks.findings)
-    out = np.full((len(exams), n_p, n_f), np.nan)
-    for p, plane in enumerate(networks.planes):
-        if networks.variant == "multitask":
-            out[:, p, :] = network_probabilities(
-                networks.nets[plane], exams, plane, normalization, size,
-                batch_size=batch_size, tta=tta,
-            )  # fmt: skip
-        else:
-            for f, finding in enumerate(networks.findings):
-                out[:, p, f] = network_probabilities(
-                    networks.nets[f"{finding}__{plane}"], exams, plane, normalization, size,
-                    batch_size=batch_size, tta=tta,
-                )[:, 0]  # fmt: skip
-    return out
-
-
-# --------------------------------------------------------------------------- fusion inputs
-
-
-def log_odds(probs: np.ndarray) -> np.ndarray:
-    """Logits of probabilities (clipped away from 0 and 1)."""
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
-def standardize(scores: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
-    """Z-scores of ``(N, P, F)`` scores per plane and finding, within each group (fold)."""
-    out = np.empty_like(scores, dtype=np.float64)
-    keys = np.zeros(len(scores), dtype=int) if groups is None else np.asarray(groups)
-    for key in np.unique(keys):
-        rows = keys == key
-        mean, std = scores[rows].mean(axis=0), scores[rows].std(axis=0)
-        out[rows] = (scores[rows] - mean) / np.where(std > 1e-8, std, 1.0)
-    return out
-
-
-@dataclass(frozen=True)
-class FusionInputs:
-    """How plane probabilities ``(N, P, F)`` become the fusion regression's inputs.
-
-    ``probability``: as they are (Bien et al.). ``standardized_logit``: each network's
-    log-odds minus ``mean``, over ``std`` — statistics of that network's outputs on exams it
-    never trained on. Every network (each fold's, and the shipped ones) has its own offset
-    and scale; out-of-fold outputs pooled raw mix those offsets, which can rank exams worse
-    than any single plane (seen on small folds), and the shipped networks, trained on more
-    exams, are more confident than the fold networks the regression learnt from.
-    Standardising each network on held-out exams puts them all on one scale.
-    """
-
-    kind: str = "probability"
-    mean: np.ndarray | None = None  # (P, F)
-    std: np.ndarray | None = None
-
-    def __call__(self, plane_probs: np.ndarray) -> np.ndarray:
-        if self.kind == "probability":
-            return np.asarray(plane_probs, dtype=np.float64)
-        if self.mean is None or self.std is None:
-            raise CheckpointError("standardized_logit fusion inputs lack their mean/std")
-        return (log_odds(plane_probs) - self.mean) / np.where(self.std > 1e-8, self.std, 1.0)
-
-    @classmethod
-    def from_held_out(cls, kind: str, plane_probs: np.ndarray) -> FusionInputs:
-        """Statistics of the shipped networks on held-out (tuning) exams."""
-        if kind == "probability":
-            return cls(kind)
-        scores = log_odds(plane_probs)
-        return cls(kind, scores.mean(axis=0), scores.std(axis=0))
-
-    def to_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"kind": self.kind}
-        if self.mean is not None and self.std is not None:
-            state |= {"mean": torch.from_numpy(self.mean), "std": torch.from_numpy(self.std)}
-        return state
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any] | None) -> FusionInputs:
-        if not state or state.get("kind", "probability") == "probability":
-            return cls("probability")
-        if state["kind"] != "standardized_logit" or "mean" not in state or "std" not in state:
-            raise CheckpointError(f"unknown fusion inputs {state.get('kind')!r} in the bundle")
-        return cls(state["kind"], state["mean"].double().numpy(), state["std"].double().numpy())
-
-
 def fusion_training_inputs(kind: str, oof_probs: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """The regression's training inputs: out-of-fold probabilities, or log-odds standardised
     within each fold (each fold's networks on their own held-out fold)."""
@@ -276,6 +148,7 @@ def bundle_meta(
     tuning: dict[str, Any],
     oof: dict[str, Any],
     networks: dict[str, Any] | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """The bundle's ``"dxkit"`` entry: everything but the weights, weights_only-safe.
 
@@ -285,42 +158,28 @@ def bundle_meta(
     ``oof_plane_probs`` ``(N, P, F)`` and ``labels`` ``(N, F)``.
     """
     ev = cfg.evaluate
-    return {
-        "format": BUNDLE_FORMAT,
-        "kind": "exam",
-        "dxkit_version": __version__,
-        "config": cfg.model_dump(mode="json"),
-        "dataset": "mrnet",
-        "findings": list(cfg.exam.findings),
-        "planes": list(cfg.exam.planes),
-        "model": model_meta(cfg),
-        "networks": dict(networks or {}),
-        "normalization": normalization.to_dict(),
-        "size": cfg.preprocess.size,
-        "thresholds": [float(t) for t in thresholds],
-        "threshold_method": ev.threshold,
-        "thresholds_from": f"tuning set: {len(tuning['exam_ids'])} held-out MRNet train exams",
-        "tuning": tuning,
-        "fusion": {
+    return ExamMetadata(
+        dxkit_version=__version__,
+        config=cfg.model_dump(mode="json"),
+        dataset="mrnet",
+        findings=list(cfg.exam.findings),
+        planes=list(cfg.exam.planes),
+        model=ExamRecipe.model_validate(model_meta(cfg)),
+        networks=dict(networks or {}),
+        normalization=normalization.to_dict(),
+        size=cfg.preprocess.size,
+        thresholds=[float(t) for t in thresholds],
+        threshold_method=ev.threshold,
+        thresholds_from=f"tuning set: {len(tuning['exam_ids'])} held-out MRNet train exams",
+        tuning=tuning,
+        fusion={
             "state": fusion.to_state(),
             "folds": int(cfg.exam.fusion_folds),
             "inputs": fusion_inputs.to_state(),
             **oof,
         },
-    }
-
-
-def build_networks(model_meta: Mapping[str, Any]) -> ExamNetworks:
-    """The (untrained) networks described by a bundle's ``model`` entry."""
-    return ExamNetworks(
-        model_meta["backbone"],
-        model_meta["planes"],
-        model_meta["findings"],
-        variant=model_meta["variant"],
-        in_chans=int(model_meta.get("in_chans", 1)),
-        pooling=model_meta["pooling"],
-        **dict(model_meta.get("options", {})),
-    )
+        inference=InferenceRecipe(tta=tta),
+    ).dump()
 
 
 def save_exam_bundle(path: Path, meta: dict[str, Any], networks: ExamNetworks) -> Path:
@@ -338,76 +197,3 @@ def save_exam_bundle(path: Path, meta: dict[str, Any], networks: ExamNetworks) -
         if tmp.exists():
             tmp.unlink()
     return path
-
-
-@dataclass
-class ExamModel:
-    """A trained exam model: networks, plane fusion, input normalisation and thresholds."""
-
-    networks: ExamNetworks
-    fusion: PlaneFusion
-    fusion_inputs: FusionInputs
-    normalization: IntensityNormalization
-    size: int | None
-    thresholds: list[float]
-    meta: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-
-    @property
-    def findings(self) -> list[str]:
-        return list(self.networks.findings)
-
-    @property
-    def planes(self) -> list[str]:
-        return list(self.networks.planes)
-
-    def plane_probabilities(
-        self, exams: Sequence[Exam], tta: bool = False, batch_size: int = 2
-    ) -> np.ndarray:
-        """``(N, planes, findings)`` probabilities of the plane networks."""
-        return exam_plane_probabilities(
-            self.networks, exams, self.normalization, self.size, batch_size=batch_size, tta=tta
-        )
-
-    def predict(
-        self, exams: Sequence[Exam], tta: bool = False, batch_size: int = 2
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Plane probabilities ``(N, P, F)`` and fused exam probabilities ``(N, F)``."""
-        planes = self.plane_probabilities(exams, tta=tta, batch_size=batch_size)
-        return planes, self.fusion.predict_proba(self.fusion_inputs(planes))
-
-
-def load_exam_bundle(path: str | Path) -> ExamModel:
-    """Rebuild an exam model from ``bundle.ckpt`` (read with ``weights_only=True``)."""
-    path = Path(path)
-    ckpt = read_checkpoint(path)
-    meta = ckpt["dxkit"]
-    if meta.get("kind") != "exam" or meta.get("format") != BUNDLE_FORMAT:
-        raise CheckpointError(
-            f"{path}: kind {meta.get('kind')!r}, format {meta.get('format')!r} is not an exam "
-            f"bundle ({BUNDLE_FORMAT}); pass checkpoints/bundle.ckpt of an exam run"
-        )
-    networks = build_networks(meta["model"])
-    states = ckpt.get("state_dicts", {})
-    missing = sorted(set(networks.nets) - set(states))
-    if missing:
-        raise CheckpointError(f"{path}: the bundle lacks the weights of networks {missing}")
-    for key, net in networks.nets.items():
-        try:
-            net.load_state_dict(states[key])
-        except RuntimeError as err:
-            raise CheckpointError(f"{path}: weights of network {key!r} do not fit: {err}") from None
-    networks.eval()
-    thresholds = [float(t) for t in meta.get("thresholds") or [0.5] * len(networks.findings)]
-    if len(thresholds) != len(networks.findings) or not all(map(math.isfinite, thresholds)):
-        raise CheckpointError(f"{path}: thresholds {thresholds} do not match the findings")
-    return ExamModel(
-        networks=networks,
-        fusion=PlaneFusion.from_state(meta["fusion"]["state"]),
-        fusion_inputs=FusionInputs.from_state(meta["fusion"].get("inputs")),
-        normalization=IntensityNormalization.from_dict(meta["normalization"]),
-        size=meta.get("size"),
-        thresholds=thresholds,
-        meta=meta,
-        path=path,
-    )

@@ -26,6 +26,8 @@ from dxkit.data.augment import build_augment
 from dxkit.data.dataset import ScanDataset, channel_stats
 from dxkit.data.source import SourceData
 from dxkit.errors import CheckpointError, ConfigError
+from dxkit.infer.contract import ClassifierMetadata, ClassifierRecipe
+from dxkit.infer.device import resolve_precision
 from dxkit.models.registry import create_model
 from dxkit.preprocess.spec import Preprocessing
 from dxkit.train.callbacks import AtomicCheckpointIO, FreezeBody, ProgressiveResize
@@ -103,25 +105,22 @@ def latest_run_dir(cfg: RunConfig) -> Path:
 
 
 def model_meta(cfg: RunConfig, source: SourceData, pre: Preprocessing) -> dict[str, Any]:
-    """The metadata saved in each checkpoint (only JSON-like values: weights_only-safe)."""
-    return {
-        "format": "dxkit-checkpoint/1",
-        "kind": "classify",
-        "dxkit_version": __version__,
-        "config": cfg.model_dump(mode="json"),
-        "preprocessing": pre.model_dump(mode="json"),
-        "label_names": list(source.label_names),
-        "task": source.task,
-        "dataset": source.name,
-        "model": {
-            "name": cfg.model.name,
-            "in_chans": pre.in_chans,
-            "num_classes": source.num_outputs,
-            "spatial_dims": source.spatial_dims,
-            "options": dict(cfg.model.options),
-        },
-        "thresholds": None,
-    }
+    """The metadata saved in each checkpoint (the classify contract, weights_only-safe)."""
+    return ClassifierMetadata(
+        dxkit_version=__version__,
+        config=cfg.model_dump(mode="json"),
+        preprocessing=pre,
+        label_names=list(source.label_names),
+        task=source.task,
+        dataset=source.name,
+        model=ClassifierRecipe(
+            name=cfg.model.name,
+            in_chans=pre.in_chans,
+            num_classes=source.num_outputs,
+            spatial_dims=source.spatial_dims,
+            options=dict(cfg.model.options),
+        ),
+    ).dump()
 
 
 def prepare(cfg: RunConfig) -> Prepared:
@@ -178,10 +177,7 @@ def prepare(cfg: RunConfig) -> Prepared:
 
 
 def _precision(cfg: RunConfig) -> str:
-    p = cfg.train.precision
-    if p == "auto":
-        return "16-mixed" if torch.cuda.is_available() else "32-true"
-    return "32-true" if p == "32" else p
+    return resolve_precision(cfg.train.precision, cfg.train.accelerator)
 
 
 def make_trainer(
@@ -252,7 +248,7 @@ def make_trainer(
 
 def _check_resumable(cfg: RunConfig, last: Path) -> None:
     """A one-cycle schedule is planned for a fixed number of steps: refuse to stretch it."""
-    from dxkit.train.checkpoint import read_checkpoint
+    from dxkit.infer.checkpoint import read_checkpoint
 
     saved = read_checkpoint(last)["dxkit"].get("config", {}).get("train", {})
     if cfg.train.schedule == "onecycle" and saved.get("epochs") not in (None, cfg.train.epochs):

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.classification import binary_auroc, multiclass_auroc
 
-from dxkit.data.augment import tta_views
 from dxkit.data.source import Task
+from dxkit.infer.probabilities import probabilities
 from dxkit.models.ensemble import DeepEnsemble, classifier_head
 from dxkit.train.config import TrainConfig
 from dxkit.train.schedule import build_scheduler
@@ -55,21 +55,6 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float) -> tuple[torch.Tensor,
     lam = max(lam, 1.0 - lam)
     perm = torch.randperm(x.shape[0], device=x.device)
     return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
-
-
-def probabilities(logits: torch.Tensor, task: Task) -> torch.Tensor:
-    """Logits → probabilities: softmax for one-of-K, sigmoid per label otherwise."""
-    return logits.softmax(dim=1) if task == "multiclass" else logits.sigmoid()
-
-
-def predict_probabilities(
-    model: nn.Module, x: torch.Tensor, task: Task, spatial_dims: int, tta: bool
-) -> torch.Tensor:
-    """The model's probabilities for a prepared batch: one forward pass, or with ``tta``
-    the mean of the probabilities over ``tta_views`` (the scan and its flip). Evaluation,
-    threshold choice and every predictor call this, so what is scored is what is served."""
-    views = tta_views(x, spatial_dims) if tta else [x]
-    return torch.stack([probabilities(model(v).float(), task) for v in views]).mean(0)
 
 
 def val_auc(probs: torch.Tensor, targets: torch.Tensor, task: Task) -> torch.Tensor:

@@ -25,10 +25,17 @@ from torch.utils.data import DataLoader
 from dxkit import __version__
 from dxkit.data.sources.siim import SegmentationDataset, SiimData
 from dxkit.errors import ConfigError, DataSourceError
-from dxkit.evaluate.metrics import choose_threshold
-from dxkit.evaluate.segmentation import choose_seg_thresholds
+from dxkit.infer.checkpoint import read_checkpoint, update_metadata
+from dxkit.infer.contract import (
+    InferenceRecipe,
+    SegmenterMetadata,
+    SegmenterRecipe,
+    SegmentInput,
+)
+from dxkit.infer.segment_decision import choose_seg_thresholds
+from dxkit.infer.segment_model import LABEL, mask_scores, segment_probabilities
+from dxkit.infer.thresholds import choose_threshold
 from dxkit.models.segment import create_segmenter
-from dxkit.train.checkpoint import read_checkpoint, update_metadata
 from dxkit.train.config import RunConfig
 from dxkit.train.fit import (
     RUN_DIR_ENV,
@@ -45,7 +52,6 @@ from dxkit.train.segment_data import (
     load_siim_data,
     split_siim,
 )
-from dxkit.train.segment_model import FORMAT, LABEL, mask_scores
 from dxkit.train.segment_module import SegmentModule
 
 log = logging.getLogger(__name__)
@@ -76,42 +82,41 @@ def with_dice_monitor(cfg: RunConfig) -> RunConfig:
 
 
 def segment_meta(cfg: RunConfig, splits: dict[str, list[str]]) -> dict[str, Any]:
-    """The checkpoint's ``"dxkit"`` entry (JSON-like values only: weights_only-safe)."""
+    """The checkpoint's ``"dxkit"`` entry (the segment contract, weights_only-safe)."""
     s = cfg.segment
-    return {
-        "format": FORMAT,
-        "kind": "segment",
-        "dxkit_version": __version__,
-        "config": cfg.model_dump(mode="json"),
-        "dataset": "siim",
-        "task": "segment",
-        "label_names": [LABEL],
-        "preprocessing": {"size": cfg.preprocess.size, "scaling": s.scaling, "in_chans": 1},
-        "model": {
-            "architecture": s.architecture,
-            "encoder": s.encoder,
-            "in_chans": 1,
-            "classes": 1,
-            "classifier": s.decision in ("classifier", "both"),
-        },
-        "decision": s.decision,
-        "splits": splits,
-        "thresholds": None,
-    }
+    return SegmenterMetadata(
+        dxkit_version=__version__,
+        config=cfg.model_dump(mode="json"),
+        dataset="siim",
+        label_names=[LABEL],
+        preprocessing=SegmentInput(size=check_sizes(cfg), scaling=s.scaling, in_chans=1),
+        model=SegmenterRecipe(
+            architecture=s.architecture,
+            encoder=s.encoder,
+            in_chans=1,
+            classes=1,
+            classifier=s.decision in ("classifier", "both"),
+        ),
+        decision=s.decision,
+        splits=splits,
+        inference=InferenceRecipe(tta=cfg.evaluate.tta),
+    ).dump()
 
 
 @torch.no_grad()
 def _validation_outputs(
-    module: SegmentModule, loader: DataLoader
+    module: SegmentModule, loader: DataLoader, tta: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Validation maps and head probabilities through the inference path
+    (``segment_probabilities``, with the recipe's TTA): the numbers predict will serve."""
     module.eval()
     maps, truths, cls = [], [], []
     for x, mask in loader:
-        mask_logits, image_logits = module(x)
-        maps.append(mask_logits.float().sigmoid()[:, 0].numpy())
+        prob, head = segment_probabilities(module.model, x, tta)
+        maps.append(prob[:, 0].numpy())
         truths.append(mask[:, 0].numpy() > 0.5)
-        if image_logits is not None:
-            cls.append(image_logits.float().sigmoid()[:, 0].numpy().astype(np.float64))
+        if head is not None:
+            cls.append(head[:, 0].numpy().astype(np.float64))
     return np.concatenate(maps), np.concatenate(truths), np.concatenate(cls) if cls else None
 
 
@@ -123,7 +128,7 @@ def choose_operating_points(
     cfg: RunConfig, module: SegmentModule, loader: DataLoader, labels: np.ndarray
 ) -> dict[str, Any]:
     """Thresholds of both decision paths on the validation images, and which one is used."""
-    maps, truths, cls = _validation_outputs(module, loader)
+    maps, truths, cls = _validation_outputs(module, loader, cfg.evaluate.tta)
     seg = choose_seg_thresholds(maps, truths)
     out: dict[str, Any] = {
         "threshold": seg.threshold,

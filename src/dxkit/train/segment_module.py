@@ -3,7 +3,7 @@
 Two image-level decisions are supported (``segment.decision``):
 
 - ``segmenter``: from the mask itself — a probability threshold and a minimum area chosen on
-  validation after training (``dxkit.evaluate.segmentation.choose_seg_thresholds``).
+  validation after training (``dxkit.infer.segment_decision.choose_seg_thresholds``).
 - ``classifier``: smp's ``aux_params`` head (global pooling + linear on the encoder's deepest
   features) trained jointly with BCE on "has pneumothorax". It is a classifier on the *same*
   encoder — one network, one forward pass — rather than a second network: the encoder's
@@ -36,7 +36,7 @@ from dxkit.train.seg_losses import SegmentationLoss
 def dice_empty_rule(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Per-image Dice ``(N,)`` of binary masks ``(N, 1, H, W)``; 1 when both are empty.
 
-    The same rule as ``dxkit.evaluate.segmentation.dice_per_image`` (tested against it),
+    The same rule as ``dxkit.infer.segment_decision.dice_per_image`` (tested against it),
     in torch so the training module does not import the evaluation package.
     """
     p, t = pred.flatten(1).bool(), truth.flatten(1).bool()

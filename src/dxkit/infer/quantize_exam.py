@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from dxkit.errors import CheckpointError, ConfigError
-from dxkit.serve.quantize import (
+from dxkit.infer.quantize import (
     CALIBRATION_SCANS,
     DEFAULT_MAX_AUC_CHANGE,
     DEFAULT_MAX_PROB_CHANGE,
@@ -147,10 +147,10 @@ def export_exam_int8(
     """Write ``bundle.int8.ckpt`` beside ``bundle`` after the int8/fp32 check on the held-out
     exams; refuse (``CheckpointError`` with the figures) beyond tolerance."""
     from dxkit.evaluate.exam_run import exams_for_split
-    from dxkit.train.checkpoint import read_checkpoint
+    from dxkit.infer.checkpoint import read_checkpoint
+    from dxkit.infer.exam_model import load_exam_bundle
     from dxkit.train.config import config_from_dict
     from dxkit.train.exam_fit import label_matrix
-    from dxkit.train.exam_module import load_exam_bundle
 
     bundle = Path(bundle)
     out = Path(out_path) if out_path is not None else bundle.with_suffix(".int8.ckpt")
@@ -180,7 +180,7 @@ def export_exam_int8(
     ckpt = read_checkpoint(bundle)
     ckpt["int8_networks"] = graphs
     # Through ExamPredictor: the check measures exactly what predict and the server serve.
-    from dxkit.serve.exam_predict import ExamPredictor
+    from dxkit.infer.exam_predict import ExamPredictor
 
     p32, p8 = (
         np.array([[p.probabilities[f] for f in model.findings] for p in m.predict_exams(held_out)])

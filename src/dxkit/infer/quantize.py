@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from dxkit.errors import CheckpointError, ConfigError
-from dxkit.serve.export import INPUT_NAME, _embed_metadata, export_onnx, sidecar_path
+from dxkit.infer.export import INPUT_NAME, _embed_metadata, export_onnx, sidecar_path
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +263,8 @@ def export_int8(
     """Write ``checkpoint`` as a static int8 ONNX graph (``<stem>.int8.onnx`` by default)
     calibrated on training scans of its run, after checking it against the fp32 graph on the
     run's held-out scans; refuse (``CheckpointError`` with the figures) beyond tolerance."""
-    from dxkit.serve.onnx_predictor import OnnxPredictor, read_onnx_metadata
-    from dxkit.train.checkpoint import read_checkpoint
+    from dxkit.infer.checkpoint import read_checkpoint
+    from dxkit.infer.onnx_predictor import OnnxPredictor, read_onnx_metadata
     from dxkit.train.config import config_from_dict
     from dxkit.train.sources import load_source
 

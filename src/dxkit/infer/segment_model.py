@@ -5,7 +5,7 @@ prediction need: the network recipe, the preprocessing (input size, radiograph s
 the label, the config, the split's ImageIds and the operating points chosen on validation.
 
 Mask → image decision. The mask path calls an image positive when more than ``min_area``
-pixels of the model-size map exceed ``threshold`` (``dxkit.evaluate.segmentation``). Its
+pixels of the model-size map exceed ``threshold`` (``dxkit.infer.segment_decision``). Its
 image-level *score* is the ``k``-th largest pixel probability with ``k = max(min_area, 1)``:
 "score > threshold" is exactly that decision, so one number gives both the AUC and the calls
 (before ``min_area`` is chosen, ``k = 1``: the map's maximum).
@@ -25,11 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from dxkit.errors import CheckpointError
+from dxkit.infer.checkpoint import read_checkpoint, recorded_tta
+from dxkit.infer.contract import SEGMENT_FORMAT, parse_metadata
+from dxkit.infer.device import ProgressCallback, runtime_for
 from dxkit.io.radiograph import Scaling
 from dxkit.models.segment import create_segmenter
-from dxkit.train.checkpoint import read_checkpoint
 
-FORMAT = "dxkit-segment/1"
+FORMAT = SEGMENT_FORMAT
 LABEL = "pneumothorax"
 
 
@@ -100,44 +102,73 @@ class SegmentModel:
     def decision(self) -> str:
         return str(self.meta.get("decision", "segmenter"))
 
+    @property
+    def tta(self) -> bool:
+        """The recipe the thresholds were chosen with (``inference.tta``, else the config's
+        ``evaluate.tta``): what evaluate, predict, explain and the server all apply."""
+        return recorded_tta(self.meta)
+
     @torch.no_grad()
     def predict(
-        self, images: Sequence[np.ndarray], tta: bool = False, batch_size: int = 4
+        self,
+        images: Sequence[np.ndarray],
+        tta: bool | None = None,
+        batch_size: int = 4,
+        progress: ProgressCallback | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Probability maps ``(N, size, size)`` and classifier probabilities ``(N,)`` (None
-        without a head); with ``tta`` averaged with the horizontally flipped image."""
+        without a head); with ``tta`` (default: the recipe) averaged with the horizontally
+        flipped image. Runs where training would (CUDA when present, fp32 on the CPU)."""
+        use_tta = self.tta if tta is None else tta
+        rt = runtime_for(self.meta.get("config"))
+        model = self.model.to(rt.device).eval()
         maps, cls = [], []
         for start in range(0, len(images), batch_size):
             x = torch.stack([to_input(p, self.size) for p in images[start : start + batch_size]])
-            prob, head = self._forward(x)
-            if tta:
-                prob_f, head_f = self._forward(x.flip(-1))
-                prob = (prob + prob_f.flip(-1)) / 2
-                head = None if head is None or head_f is None else (head + head_f) / 2
-            maps.append(prob[:, 0].numpy())
+            with rt.amp():
+                prob, head = segment_probabilities(model, x.to(rt.device), use_tta)
+            maps.append(prob[:, 0].cpu().numpy())
             if head is not None:
-                cls.append(head[:, 0].numpy())
+                cls.append(head[:, 0].cpu().numpy())
+            if progress is not None:
+                progress(min(start + batch_size, len(images)), len(images))
         if not maps:
             return np.zeros((0, self.size, self.size), np.float32), None
         return np.concatenate(maps), np.concatenate(cls).astype(np.float64) if cls else None
 
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out = self.model(x)
-        if isinstance(out, tuple):
-            return out[0].float().sigmoid(), out[1].float().sigmoid()
-        return out.float().sigmoid(), None
+
+def _forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    out = model(x)
+    if isinstance(out, tuple):
+        return out[0].float().sigmoid(), out[1].float().sigmoid()
+    return out.float().sigmoid(), None
+
+
+def segment_probabilities(
+    model: nn.Module, x: torch.Tensor, tta: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pixel probabilities ``(N, 1, S, S)`` and head probabilities ``(N, 1)`` (None without
+    a head) of a prepared batch; with ``tta`` averaged with the horizontally flipped batch.
+    Threshold choice in training, evaluation and prediction all call this."""
+    prob, head = _forward(model, x)
+    if tta:
+        prob_f, head_f = _forward(model, x.flip(-1))
+        prob = (prob + prob_f.flip(-1)) / 2
+        head = None if head is None or head_f is None else (head + head_f) / 2
+    return prob, head
 
 
 def load_segmenter(path: str | Path) -> SegmentModel:
     """Rebuild a segmenter from a ``kind: segment`` checkpoint (``weights_only=True``)."""
     path = Path(path)
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, check=False)
     meta = ckpt["dxkit"]
-    if meta.get("kind") != "segment" or meta.get("format") != FORMAT:
+    if meta.get("kind") != "segment":
         raise CheckpointError(
-            f"{path}: kind {meta.get('kind')!r}, format {meta.get('format')!r} is not a "
-            f"segmenter checkpoint ({FORMAT}); pass checkpoints/best.ckpt of a segment run"
+            f"{path}: kind {meta.get('kind', 'classify')!r}, format {meta.get('format')!r} is not "
+            f"a segmenter checkpoint ({FORMAT}); pass checkpoints/best.ckpt of a segment run"
         )
+    parse_metadata(meta, path)  # the contract of its kind and format version
     model = build_segmenter(meta["model"])
     state = {
         k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")

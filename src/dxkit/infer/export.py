@@ -34,9 +34,9 @@ from torch import nn
 from dxkit import __version__
 from dxkit.data.augment import tta_views
 from dxkit.errors import CheckpointError, ConfigError
+from dxkit.infer.checkpoint import load_checkpoint, read_checkpoint
+from dxkit.infer.probabilities import probabilities
 from dxkit.preprocess.spec import Preprocessing
-from dxkit.train.checkpoint import load_checkpoint, read_checkpoint
-from dxkit.train.module import probabilities
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,8 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path | None = None) -> P
     Returns the ``.onnx`` path (default: beside the checkpoint, same stem).
     """
     checkpoint = Path(checkpoint)
-    kind = str(read_checkpoint(checkpoint)["dxkit"].get("kind", "classify"))
+    # The kind first (a clear "classifiers only"); load_checkpoint then checks the contract.
+    kind = str(read_checkpoint(checkpoint, check=False)["dxkit"].get("kind", "classify"))
     if kind != "classify":
         raise ConfigError(
             f"{checkpoint}: ONNX export covers classifier checkpoints; this one is a {kind!r} "

@@ -18,10 +18,9 @@ from torch import nn
 
 from dxkit.data.source import Task
 from dxkit.errors import CheckpointError, MissingFileError
+from dxkit.infer.contract import ClassifierMetadata, Metadata, parse_metadata
 from dxkit.models.registry import create_model
 from dxkit.preprocess.spec import Preprocessing
-
-FORMAT = "dxkit-checkpoint/1"
 
 
 @dataclass
@@ -44,14 +43,21 @@ class LoadedModel:
         so every consumer serves the probabilities the thresholds were chosen on; before a
         checkpoint is evaluated, its config's ``evaluate.tta`` is the recipe.
         """
-        recorded = (self.meta.get("inference") or {}).get("tta")
-        if recorded is not None:
-            return bool(recorded)
-        return bool(((self.meta.get("config") or {}).get("evaluate") or {}).get("tta", False))
+        return recorded_tta(self.meta)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint file without executing any pickled code."""
+def recorded_tta(meta: dict[str, Any]) -> bool:
+    """A checkpoint's TTA recipe: ``inference.tta`` when recorded (with the thresholds fitted
+    on those probabilities), else its config's ``evaluate.tta``."""
+    recorded = (meta.get("inference") or {}).get("tta")
+    if recorded is not None:
+        return bool(recorded)
+    return bool(((meta.get("config") or {}).get("evaluate") or {}).get("tta", False))
+
+
+def read_checkpoint(path: str | Path, check: bool = True) -> dict[str, Any]:
+    """Load a checkpoint file without executing any pickled code; with ``check`` its
+    metadata must fit the contract of its kind (``dxkit.infer.contract``)."""
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"checkpoint {path} does not exist; pass a .ckpt from a run folder")
@@ -60,7 +66,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as err:  # torch raises many types for corrupt/untrusted files
         raise CheckpointError(_unsafe_message(path, err)) from None
     if not isinstance(ckpt, dict) or "dxkit" not in ckpt:
-        raise CheckpointError(f"{path}: not a dxkit checkpoint (no 'dxkit' metadata)")
+        raise CheckpointError(
+            f"{path}: not a dxkit checkpoint (no 'dxkit' metadata); pass a .ckpt written by "
+            "dxkit train"
+        )
+    if check:
+        parse_metadata(ckpt["dxkit"], path)
     return ckpt
 
 
@@ -78,15 +89,41 @@ def _unsafe_message(path: Path, err: Exception) -> str:
     return f"{path}: cannot be loaded safely: {why}; use a checkpoint written by dxkit."
 
 
+def checkpoint_metadata(path: str | Path) -> Metadata:
+    """The checkpoint's metadata as its kind's contract model."""
+    return parse_metadata(read_checkpoint(path, check=False)["dxkit"], path)
+
+
+def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
+    """A run folder → its best checkpoint; a file → itself."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        for name in ("bundle.ckpt", "best.ckpt", "last.ckpt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise MissingFileError(
+            f"{path}: no checkpoints/bundle.ckpt, best.ckpt or last.ckpt in this run folder"
+        )
+    if not path.exists():
+        raise MissingFileError(f"{path} does not exist; pass a run folder or a .ckpt file")
+    return path
+
+
 def checkpoint_kind(path: str | Path) -> str:
     """``classify``, ``segment`` or ``exam``: which workflow wrote the checkpoint."""
-    return str(read_checkpoint(path)["dxkit"].get("kind", "classify"))
+    return checkpoint_metadata(path).kind
 
 
 def load_checkpoint(path: str | Path) -> LoadedModel:
     """Rebuild the model and its preprocessing from a checkpoint file."""
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, check=False)
     meta = ckpt["dxkit"]
+    info = parse_metadata(meta, path)
+    if not isinstance(info, ClassifierMetadata):
+        raise CheckpointError(
+            f"{path}: a {info.kind} checkpoint, not a classifier; dxkit predict/evaluate pick "
+            "the right loader by kind"
+        )
     m = meta["model"]
     model = create_model(
         m["name"], m["in_chans"], m["num_classes"], m["spatial_dims"], **m.get("options", {})
@@ -117,6 +154,7 @@ def update_metadata(path: str | Path, **updates: Any) -> None:
     path = Path(path)
     ckpt = read_checkpoint(path)
     ckpt["dxkit"].update(updates)
+    parse_metadata(ckpt["dxkit"], path)  # never write a file the readers would refuse
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(ckpt, tmp)
     os.replace(tmp, path)

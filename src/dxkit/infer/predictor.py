@@ -1,8 +1,8 @@
 """One Predictor shared by the CLI, the server and the explainer.
 
 It is built from a checkpoint alone (``Predictor.from_checkpoint``), so the preprocessing,
-label names and validation thresholds are exactly those the model was trained and
-evaluated with.
+label names, validation thresholds and TTA recipe are exactly those the model was trained
+and evaluated with; it runs where training would (CUDA when present, fp32 on the CPU).
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from dxkit.infer.checkpoint import LoadedModel, load_checkpoint
+from dxkit.infer.device import ProgressCallback, runtime_for
+from dxkit.infer.probabilities import predict_probabilities
+from dxkit.infer.thresholds import decide
 from dxkit.preprocess.input_profile import check_input
-from dxkit.train.checkpoint import LoadedModel, load_checkpoint
-from dxkit.train.module import predict_probabilities
 
 
 @dataclass
@@ -50,7 +52,8 @@ class Predictor:
 
     def __init__(self, loaded: LoadedModel, device: str | None = None) -> None:
         self.loaded = loaded
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.runtime = runtime_for(loaded.meta.get("config"), device)
+        self.device = self.runtime.device
         self.model = loaded.model.to(self.device).eval()
 
     @classmethod
@@ -91,33 +94,53 @@ class Predictor:
         batch = torch.stack([self.prepare(a, s) for a, s in zip(arrays, sources, strict=True)])
         loaded = self.loaded
         dims = loaded.preprocessing.spatial_dims
-        probs = predict_probabilities(
-            self.model, batch.to(self.device), loaded.task, dims, loaded.tta
-        ).cpu()
+        with self.runtime.amp():
+            probs = predict_probabilities(
+                self.model, batch.to(self.device), loaded.task, dims, loaded.tta
+            ).cpu()
         out = [self._prediction(src, p.numpy()) for src, p in zip(sources, probs, strict=True)]
         profile = self.loaded.meta.get("input_profile")
         for i, (pred, array) in enumerate(zip(out, arrays, strict=True)):
             pred.input_warning = check_input(profile, array, modalities[i] if modalities else None)
         return out
 
-    def predict_files(self, paths: Sequence[str | Path], batch_size: int = 32) -> list[Prediction]:
+    def predict_files(
+        self,
+        paths: Sequence[str | Path],
+        batch_size: int = 32,
+        progress: ProgressCallback | None = None,
+    ) -> list[Prediction]:
         """Read each file (PNG/JPEG/DICOM/npy) and predict; errors name the file."""
-        from dxkit.io import read_scan
-
-        out: list[Prediction] = []
-        for start in range(0, len(paths), batch_size):
-            chunk = [Path(p) for p in paths[start : start + batch_size]]
-            arrays = [read_scan(p) for p in chunk]
-            modalities = [dicom_modality(p) for p in chunk]
-            out.extend(self.predict_arrays(arrays, [str(p) for p in chunk], modalities))
-        return out
+        return predict_files_in_batches(self, paths, batch_size, progress)
 
     def _prediction(self, source: str, probs: np.ndarray) -> Prediction:
-        names = self.label_names
-        values = {n: float(p) for n, p in zip(names, probs, strict=True)}
-        if self.loaded.task == "multiclass":
-            top = names[int(np.argmax(probs))]
-            positive = {n: n == top for n in names}
-        else:
-            positive = {n: values[n] >= t for n, t in zip(names, self.thresholds, strict=True)}
-        return Prediction(source, values, positive)
+        return prediction(source, probs, self.label_names, self.thresholds, self.loaded.task)
+
+
+def prediction(
+    source: str, probs: np.ndarray, names: list[str], thresholds: list[float], task: str
+) -> Prediction:
+    """Probabilities → ``Prediction`` with the one decision rule (``thresholds.decide``)."""
+    values = {n: float(p) for n, p in zip(names, probs, strict=True)}
+    return Prediction(source, values, decide(probs, names, thresholds, task))
+
+
+def predict_files_in_batches(
+    predictor: Any,
+    paths: Sequence[str | Path],
+    batch_size: int = 32,
+    progress: ProgressCallback | None = None,
+) -> list[Prediction]:
+    """Read files in batches of ``batch_size`` and run ``predictor.predict_arrays`` on each
+    (eager and ONNX predictors alike); ``progress(done, total)`` after every batch."""
+    from dxkit.io import read_scan
+
+    out: list[Prediction] = []
+    for start in range(0, len(paths), batch_size):
+        chunk = [Path(p) for p in paths[start : start + batch_size]]
+        arrays = [read_scan(p) for p in chunk]
+        modalities = [dicom_modality(p) for p in chunk]
+        out.extend(predictor.predict_arrays(arrays, [str(p) for p in chunk], modalities))
+        if progress is not None:
+            progress(len(out), len(paths))
+    return out

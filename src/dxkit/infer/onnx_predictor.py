@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from dxkit.errors import CheckpointError, InvalidScanError, MissingFileError
+from dxkit.infer.device import ProgressCallback
+from dxkit.infer.export import FORMAT, INPUT_NAME, METADATA_KEY, graph_input_channels, sidecar_path
+from dxkit.infer.predictor import Prediction, predict_files_in_batches, prediction
 from dxkit.preprocess.spec import Preprocessing
-from dxkit.serve.export import FORMAT, INPUT_NAME, METADATA_KEY, graph_input_channels, sidecar_path
-from dxkit.serve.predictor import Prediction
 
 
 def read_onnx_metadata(path: Path) -> dict[str, Any]:
@@ -122,8 +123,14 @@ class OnnxPredictor:
         return probs, logits
 
     def predict_arrays(
-        self, arrays: Sequence[np.ndarray], sources: Sequence[str]
+        self,
+        arrays: Sequence[np.ndarray],
+        sources: Sequence[str],
+        modalities: Sequence[str | None] | None = None,
     ) -> list[Prediction]:
+        """Probabilities and calls; ``modalities`` is accepted for the eager ``Predictor``'s
+        interface (an exported model carries no input profile to check them against)."""
+        del modalities
         prepared = [self.prepare(a, s) for a, s in zip(arrays, sources, strict=True)]
         by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, x in enumerate(prepared):
@@ -138,29 +145,14 @@ class OnnxPredictor:
             for src, p in zip(sources, probs, strict=True)
         ]
 
-    def predict_files(self, paths: Sequence[str | Path], batch_size: int = 32) -> list[Prediction]:
+    def predict_files(
+        self,
+        paths: Sequence[str | Path],
+        batch_size: int = 32,
+        progress: ProgressCallback | None = None,
+    ) -> list[Prediction]:
         """Read each file (PNG/JPEG/DICOM/npy) and predict; errors name the file."""
-        from dxkit.io import read_scan
-
-        out: list[Prediction] = []
-        for start in range(0, len(paths), batch_size):
-            chunk = [Path(p) for p in paths[start : start + batch_size]]
-            out.extend(self.predict_arrays([read_scan(p) for p in chunk], [str(p) for p in chunk]))
-        return out
-
-
-def prediction(
-    source: str, probs: np.ndarray, names: list[str], thresholds: list[float], task: str
-) -> Prediction:
-    """Probabilities → ``Prediction`` with ``Predictor``'s decision rule (argmax for one-of-K,
-    each finding's threshold otherwise)."""
-    values = {n: float(p) for n, p in zip(names, probs, strict=True)}
-    if task == "multiclass":
-        top = names[int(np.argmax(probs))]
-        positive = {n: n == top for n in names}
-    else:
-        positive = {n: values[n] >= t for n, t in zip(names, thresholds, strict=True)}
-    return Prediction(source, values, positive)
+        return predict_files_in_batches(self, paths, batch_size, progress)
 
 
 def load_predictor(path: str | Path) -> Any:
@@ -169,6 +161,6 @@ def load_predictor(path: str | Path) -> Any:
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         return OnnxPredictor.from_path(path)
-    from dxkit.serve.predictor import Predictor
+    from dxkit.infer.predictor import Predictor
 
     return Predictor.from_checkpoint(path)

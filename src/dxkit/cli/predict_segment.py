@@ -1,0 +1,76 @@
+"""``dxkit predict`` for segmenter checkpoints: masks, overlays, the SIIM submission and
+predictions.csv under ``--out`` (the predictions come from ``dxkit.infer.segment_predict``).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rich.table import Table
+
+from dxkit.explain.overlay import overlay_rgb
+from dxkit.infer.device import ProgressCallback
+from dxkit.infer.prediction_csv import write_segment_csv
+from dxkit.infer.segment_model import load_segmenter
+from dxkit.infer.segment_predict import SegmentPrediction, predict_images, read_image
+from dxkit.io.discover import BadScan, collect, discover
+from dxkit.preprocess.rle import encode_rle
+
+
+def write_outputs(predictions: list[SegmentPrediction], out: Path) -> Path:
+    """Mask and overlay PNGs, submission.csv and predictions.csv under ``out``."""
+    folder = out.parent if out.suffix.lower() == ".csv" else out
+    submission = out if out.suffix.lower() == ".csv" else folder / "submission.csv"
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    (folder / "overlays").mkdir(parents=True, exist_ok=True)
+    for p in predictions:
+        Image.fromarray((p.mask * 255).astype(np.uint8)).save(
+            folder / "masks" / f"{p.image_id}.png"
+        )
+        tinted = overlay_rgb(p.pixels, p.mask.astype(np.float32), alpha=0.45)
+        Image.fromarray(tinted).save(folder / "overlays" / f"{p.image_id}.png")
+    submission.parent.mkdir(parents=True, exist_ok=True)
+    with submission.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["ImageId", "EncodedPixels"])
+        for p in predictions:
+            writer.writerow([p.image_id, encode_rle(p.mask)])
+    write_segment_csv(folder / "predictions.csv", predictions)
+    return submission
+
+
+def run_predict(
+    ckpt: Path, inputs: list[Path], out: Path | None, progress: ProgressCallback | None = None
+) -> tuple[str | Table, list[BadScan], int]:
+    """``dxkit predict CKPT FILES... [--out DIR]``: masks, overlays and a submission CSV
+    under ``out``; without ``out`` a table of each image's probability and mask area; with
+    the radiographs that could not be read and the number predicted."""
+    model = load_segmenter(ckpt)
+    items, bad = discover(inputs, "file")
+    read, unread = collect(items, lambda item: read_image(item.paths[0], model))
+    bad += unread
+    if not read:
+        return "", bad, 0
+    sources = [str(item.paths[0]) for item, _ in read]
+    predictions = predict_images(model, [image for _, image in read], sources, progress)
+    return _render(predictions, out), bad, len(predictions)
+
+
+def _render(predictions: list[SegmentPrediction], out: Path | None) -> str | Table:
+    if out is not None:
+        submission = write_outputs(predictions, out)
+        return (
+            f"wrote {len(predictions)} mask(s) and overlay(s) beside {submission} "
+            "(and predictions.csv)"
+        )
+    table = Table(
+        "image", "probability", "mask area (px)",
+        caption="+ : pneumothorax called at the validation operating point; "
+        "--out DIR writes masks, overlays and the submission CSV",
+    )  # fmt: skip
+    for p in predictions:
+        table.add_row(p.source, f"{p.probability:.3f}{' +' if p.positive else ''}", str(p.area))
+    return table
