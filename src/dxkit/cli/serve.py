@@ -161,8 +161,8 @@ def export(
         raise ConfigError(f"--format {format!r}: only 'onnx' is supported")
     ckpt = resolve_checkpoint(checkpoint)
     if int8:
-        from dxkit.infer.checkpoint import checkpoint_kind
         from dxkit.infer import quantize, quantize_exam
+        from dxkit.infer.checkpoint import checkpoint_kind
 
         export_kind = (
             quantize_exam.export_exam_int8
