@@ -97,12 +97,23 @@ def test_bad_arguments_are_config_errors() -> None:
     assert set(FILLS) == {"mean", "blur", "road"}
 
 
+# Mean drop (top tenth) - mean drop (random tenths), per score scale: see the test below.
+MIN_GAP = {"probability": 0.05, "logit": 0.25}
+
+
 @pytest.mark.parametrize("method", ["gradcam", "occlusion"])
 def test_deleting_the_hottest_tenth_hurts_the_trained_model_more_than_random(
     planted, method: str, record_property
 ) -> None:
     """Mean-fill deletion on positives of the planted-lesion model, scored as probability
-    (what ``--check`` reports) and as logit (no sigmoid saturation)."""
+    (what ``--check`` reports) and as logit (no sigmoid saturation).
+
+    Asserted as a difference, not a ratio: random deletions may leave a confident model's
+    score unchanged or even raise it (mean random drop -0.017 in probability on one run), so
+    ``top > k × random`` says nothing there. Across training seeds 0-3 × 1/2 threads ×
+    channels-last on/off the top tenth beat random on 100% of the positives every time, and
+    its mean drop exceeded random's by at least 0.17 (probability) and 0.86 (logit); the
+    bars (MIN_GAP) are under a third of those."""
     predictor = Predictor.from_checkpoint(planted.checkpoint)
     explainer = CamExplainer.from_predictor(predictor, method)
     scores = {
@@ -124,7 +135,7 @@ def test_deleting_the_hottest_tenth_hurts_the_trained_model_more_than_random(
         print(f"{method} ({kind}): mean drop top-10% {np.mean(top):.3f}, random-10% "
               f"{np.mean(rand):.3f}; top beats random on {wins:.0%} of 20 positives")  # fmt: skip
         assert wins >= 0.8
-        assert np.mean(top) > 1.5 * np.mean(rand) > 0
+        assert np.mean(top) - np.mean(rand) > MIN_GAP[kind]
 
 
 def test_verdict_follows_the_stated_rule() -> None:

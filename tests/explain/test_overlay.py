@@ -104,7 +104,11 @@ def test_the_trained_models_overlay(planted, tmp_path: Path) -> None:
     from dxkit.infer.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(planted.checkpoint)
-    i = int(np.flatnonzero(planted.labels == 1)[0])
+    # The positive with the largest lesion: one image's verdict should not hinge on a lesion
+    # a few pixels wide (the peak fell within 3 px of the lesion on 98-100% of positives
+    # across training seeds, thread counts and memory layouts; see test_planted_lesion).
+    positives = np.flatnonzero(planted.labels == 1)
+    i = int(positives[np.argmax(planted.masks[positives].sum(axis=(1, 2)))])
     image = planted.images[i].astype(np.float32)
     heat = CamExplainer.from_predictor(predictor).explain(image)
     grey = display_image(predictor.loaded.preprocessing, image)

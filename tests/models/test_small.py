@@ -68,7 +68,10 @@ def test_bad_settings_are_config_errors(kwargs: dict, message: str):
 
 @pytest.mark.parametrize("dims", [2, 3])
 def test_learns_a_planted_lesion(dims: int):
-    """A bright blob at a random place vs none: the net must separate held-out cases."""
+    """A bright blob at a random place vs none: the net must separate held-out cases.
+
+    12 epochs: with each of seeds 0-7 (data and initialisation) and 1 or 2 threads, the
+    held-out accuracy was 98-100% from epoch 8 on (6 epochs left 3D seed 4 at 81%)."""
     gen = torch.Generator().manual_seed(0)
     side = 12 if dims == 2 else 8
 
@@ -90,7 +93,7 @@ def test_learns_a_planted_lesion(dims: int):
     )
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(8 if dims == 2 else 6):
+    for _ in range(12):
         for batch in torch.randperm(128, generator=gen).split(32):
             loss = nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
             optimiser.zero_grad()

@@ -67,7 +67,8 @@ def test_run_folder_checkpoints_and_learning(tmp_path: Path) -> None:
     assert (run / "checkpoints" / "last.ckpt").is_file()
     rows = [r for r in metrics_rows(run) if r.get("val_auc")]
     assert len(rows) == 4
-    assert result.best_score is not None and result.best_score > 0.9  # the square is learnable
+    # The square is learnable: val AUC 1.00 with seeds 0-5 (1 thread) and 0-4 (2 threads).
+    assert result.best_score is not None and result.best_score > 0.9
     assert not list((run / "checkpoints").glob("*.tmp"))  # atomic writes leave no debris
 
     ckpt = read_checkpoint(result.best_checkpoint)  # weights_only=True inside

@@ -52,7 +52,8 @@ def test_mixup_run_learns_and_repeats(tmp_path: Path) -> None:
     loss_a = [r["train_loss"] for r in metrics_rows(a.run_dir) if r.get("train_loss")]
     loss_b = [r["train_loss"] for r in metrics_rows(b.run_dir) if r.get("train_loss")]
     assert len(loss_a) == 4 and loss_a == loss_b
-    assert a.best_score is not None and a.best_score > 0.8  # the toy lesion is still learned
+    # The toy lesion is still learned: val AUC 1.00 with seeds 0-5 (1 thread), 0-4 (2 threads).
+    assert a.best_score is not None and a.best_score > 0.8
 
 
 def test_mixup_is_refused_outside_classifiers() -> None:
