@@ -161,13 +161,14 @@ def export(
         raise ConfigError(f"--format {format!r}: only 'onnx' is supported")
     ckpt = resolve_checkpoint(checkpoint)
     if int8:
-        from dxkit.infer import quantize, quantize_exam
+        from dxkit.evaluate import int8_export
+        from dxkit.infer import quantize
         from dxkit.infer.checkpoint import checkpoint_kind
 
         export_kind = (
-            quantize_exam.export_exam_int8
+            int8_export.export_exam_int8
             if checkpoint_kind(ckpt) == "exam"
-            else quantize.export_int8
+            else int8_export.export_int8
         )
         path, result = export_kind(
             ckpt,

@@ -18,9 +18,7 @@ scans of the run only, never the scans the check scores.
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,9 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from dxkit.errors import CheckpointError, ConfigError
-from dxkit.infer.export import INPUT_NAME, _embed_metadata, export_onnx, sidecar_path
 
 log = logging.getLogger(__name__)
 
@@ -250,66 +245,3 @@ def compare_probabilities(
         calls_changed=flips,
         tolerance=dict(tolerance),
     )
-
-
-def export_int8(
-    checkpoint: str | Path,
-    out_path: str | Path | None = None,
-    *,
-    max_auc_change: float = DEFAULT_MAX_AUC_CHANGE,
-    max_prob_change: float = DEFAULT_MAX_PROB_CHANGE,
-    source: Any = None,
-) -> tuple[Path, Int8Check]:
-    """Write ``checkpoint`` as a static int8 ONNX graph (``<stem>.int8.onnx`` by default)
-    calibrated on training scans of its run, after checking it against the fp32 graph on the
-    run's held-out scans; refuse (``CheckpointError`` with the figures) beyond tolerance."""
-    from dxkit.infer.checkpoint import read_checkpoint
-    from dxkit.infer.onnx_predictor import OnnxPredictor, read_onnx_metadata
-    from dxkit.train.config import config_from_dict
-    from dxkit.train.sources import load_source
-
-    checkpoint = Path(checkpoint)
-    out = Path(out_path) if out_path is not None else checkpoint.with_suffix(".int8.onnx")
-    if out.suffix != ".onnx":
-        raise ConfigError(f"--out {out}: give the file an .onnx suffix")
-    meta = read_checkpoint(checkpoint)["dxkit"]
-    cfg = config_from_dict(meta["config"], source=f"{checkpoint} (saved config)")
-    source = source or load_source(cfg)
-    split = "test" if len(source.splits.get("test", ())) else "val"
-    if split == "val":
-        log.warning("%s: no test split; the int8 check scores validation scans", checkpoint)
-    work = out.with_name(f".{out.stem}.work")
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        fp32_path = export_onnx(checkpoint, work / "fp32.onnx")
-        fp32 = OnnxPredictor.from_path(fp32_path)
-        train = source.splits["train"]
-        calib_rows = _sample(len(train), CALIBRATION_SCANS, cfg.seed)
-        feeds = [{INPUT_NAME: x[None]} for x in _inputs(fp32, train, calib_rows)]
-        ready = prepare_for_quantization(fp32_path, work / "fp32-pre.onnx")
-        quantize_int8(ready, work / "int8.onnx", feeds)
-        metadata = read_onnx_metadata(fp32_path)
-        int8_file = work / "int8.onnx"
-        _embed_metadata(int8_file, metadata)
-        int8 = OnnxPredictor.from_path(int8_file)
-        tolerance = {"auc": float(max_auc_change), "probability": float(max_prob_change)}
-        check = check_int8(fp32, int8, source.splits[split], split, tolerance, cfg.seed)
-        if not check.passed:
-            raise CheckpointError(
-                f"{checkpoint}: int8 export refused, it changes the model beyond tolerance: "
-                f"{check.summary()}; serve the fp32 export (`dxkit export`) or loosen "
-                "--max-auc-change/--max-prob-change knowingly"
-            )
-        metadata["quantization"] = {
-            "recipe": "ONNX Runtime static int8, QDQ, uint8 activations, int8 per-channel "
-            f"weights, MinMax; quantised ops {list(TRUNK.op_types or [])}, the rest float",
-            "calibrated_on": f"{len(calib_rows)} scans of the run's train split",
-            "check": check.as_dict(),
-        }
-        _embed_metadata(int8_file, metadata)
-        int8_file.replace(out)
-        sidecar_path(out).write_text(json.dumps(metadata, indent=2) + "\n")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    log.info("int8 export %s: %s", out, check.summary())
-    return out, check
