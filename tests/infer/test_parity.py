@@ -161,7 +161,9 @@ def test_classifier_consumers_agree(tmp_path_factory, three_d: bool) -> None:  #
     graph = export_onnx(run["ckpt"], tmp / "model.onnx")
     onnx = predictor_rows(OnnxPredictor.from_path(graph).predict_files(files), names)
     kind = "application/octet-stream" if three_d else "image/png"
-    server = server_rows(TestClient(create_app([run["ckpt"]])), run["files"], kind)
+    server = server_rows(
+        TestClient(create_app([run["ckpt"]]), base_url="http://127.0.0.1"), run["files"], kind
+    )
     # dxkit explain reports the served probability of the finding it maps (binary: the one)
     shown = explain_scans(run["ckpt"], files[:4], tmp / "explain", finding=names[0])["scans"]
     heatmap = {
@@ -221,7 +223,7 @@ def test_exam_bundle_consumers_agree(tmp_path_factory) -> None:  # type: ignore[
     assert run_cli(["predict", str(bundle), *map(str, folders), "--out", str(out)]) == 0
     cli = by_exam(read_csv(out, "exam", names))
     python = by_exam(predictor_rows([predictor.predict_folder(f) for f in folders], names))
-    client = TestClient(create_app([bundle]))
+    client = TestClient(create_app([bundle]), base_url="http://127.0.0.1")
     server = {}
     for folder in folders:
         planes = {p: (f"{p}.npy", (folder / f"{p}.npy").read_bytes(), "application/octet-stream")
