@@ -156,3 +156,24 @@ def bench_exam(
         data_root, tuple(part), results, minutes, repeats, threads, work, memory, epochs
     )
     console.print(Markdown(body))
+
+
+@bench_app.command("scale")
+def bench_scale(
+    scratch: Annotated[
+        Path, typer.Option(help="Folder for the generated stores (deleted after).")
+    ] = Path("/tmp/dxkit-bench-scale"),
+    sizes: Annotated[str, typer.Option(help="Comma-separated store sizes (slices).")] = (
+        "2000,20000,200000"
+    ),
+    readers: Annotated[str, typer.Option(help="pread and/or memmap.")] = "pread,memmap",
+    steps: Annotated[int, typer.Option(min=11, help="Training steps per run.")] = 120,
+    batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 32,
+    results: Results = DEFAULT_RESULTS,
+) -> None:
+    """Peak RSS and images/s of training on generated 2k/20k/200k-slice stores."""
+    from dxkit.bench.scale import run
+
+    size_list = tuple(int(s) for s in sizes.split(","))
+    body = run(scratch, results, size_list, tuple(readers.split(",")), steps, batch)
+    console.print(Markdown(body))

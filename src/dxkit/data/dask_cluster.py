@@ -1,0 +1,60 @@
+"""Connect to a Dask scheduler from a ``--scheduler`` value: ``local[:N]`` or ``tcp://host:port``.
+
+``local`` starts a ``distributed.LocalCluster`` of worker processes (one thread each, as
+the process pool did: prepare and predict tasks hold the GIL) that is shut down on exit;
+an address connects to an existing scheduler (SLURM/PBS via dask-jobqueue, Kubernetes,
+``dask scheduler`` + ``dask worker`` by hand) and leaves it running.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from dxkit.errors import ConfigError
+
+
+def parse_scheduler(value: str) -> tuple[str, int | None]:
+    """``"local"`` → ("local", None), ``"local:2"`` → ("local", 2), an address → (address, None)."""
+    text = value.strip()
+    if text == "local":
+        return "local", None
+    if text.startswith("local:"):
+        n = text.split(":", 1)[1]
+        if not n.isdigit() or int(n) < 1:
+            raise ConfigError(
+                f"--scheduler {value!r}: use local:N with N ≥ 1 workers, e.g. local:2"
+            )
+        return "local", int(n)
+    if text.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://")):
+        return text, None
+    raise ConfigError(
+        f"--scheduler {value!r}: use 'local', 'local:N' or a scheduler address like "
+        "tcp://10.0.0.5:8786"
+    )
+
+
+@contextmanager
+def dask_client(scheduler: str) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``scheduler`` (a local cluster is closed afterwards)."""
+    from distributed import Client, LocalCluster
+
+    address, workers = parse_scheduler(scheduler)
+    if address != "local":
+        with Client(address) as client:
+            yield client
+        return
+    n = workers or os.cpu_count() or 1
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            host="127.0.0.1",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
