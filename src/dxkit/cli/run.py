@@ -89,10 +89,20 @@ def predict(
         list[Path], typer.Argument(help="Scans (PNG/JPEG/DICOM/npy) or an exam folder.")
     ],
     out: Annotated[Path | None, typer.Option(help="Write a CSV (and masks) here.")] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Classifiers: predict on Dask (local, local:N or tcp://HOST:PORT) over files, "
+            "folders or a manifest (path column); needs --out."
+        ),
+    ] = None,
 ) -> None:
     """Print (or write as CSV) the probability of each finding for each scan."""
     from dxkit.serve.predictor import Predictor
 
+    if scheduler is not None:
+        _predict_on_dask(checkpoint, files, out, scheduler)
+        return
     if checkpoint.suffix.lower() == ".onnx":
         from dxkit.serve.onnx_predictor import OnnxPredictor
 
@@ -123,6 +133,20 @@ def predict(
         cells = [f"{p.probabilities[n]:.4f}{' +' if p.positive[n] else ''}" for n in names]
         table.add_row(p.source, *cells)
     console.print(table)
+
+
+def _predict_on_dask(checkpoint: Path, files: list[Path], out: Path | None, scheduler: str) -> None:
+    from dxkit.errors import ConfigError
+    from dxkit.serve.dask_predict import predict_dask, resolve_inputs
+
+    kind, ckpt = _kind_of(checkpoint)
+    if kind != "classify" or out is None:
+        raise ConfigError(
+            f"{checkpoint}: --scheduler runs classifier checkpoints (this is {kind!r}) and "
+            "needs --out predictions.csv"
+        )
+    table = predict_dask(ckpt, resolve_inputs(files), out, scheduler)
+    console.print(f"wrote {len(table)} rows to {out} (parts in {out}.parts)")
 
 
 @app.command("lr-find")

@@ -120,6 +120,10 @@ class TrainConfig(_Strict):
     devices: int | str = 1
     strategy: str = "auto"
     num_nodes: int = Field(default=1, ge=1)
+    sync_batchnorm: bool = Field(
+        default=False,
+        description="DDP: batch-norm statistics over the global batch, not each process's share",
+    )
     max_minutes: float | None = Field(default=None, gt=0, description="stop training after this")
     limit_train_batches: int | float | None = None
 

@@ -225,6 +225,7 @@ def make_trainer(
         "devices": t.devices,
         "strategy": t.strategy,
         "num_nodes": t.num_nodes,
+        "sync_batchnorm": t.sync_batchnorm,
         "precision": _precision(cfg),
         "gradient_clip_val": t.grad_clip,
         "callbacks": callbacks,
