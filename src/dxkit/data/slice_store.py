@@ -16,8 +16,10 @@ few lines here.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +161,12 @@ class SliceStore:
         return np.memmap(self.shards[shard], np.uint8, "r", shape=(n, *self.shape))
 
 
+@functools.lru_cache(maxsize=16)
+def open_store(root: Path) -> SliceStore:
+    """One ``SliceStore`` per folder and process (its descriptors are opened lazily)."""
+    return SliceStore(root)
+
+
 def read_manifest(root: Path | str) -> pd.DataFrame:
     """The store's slice table (``image_id``, ``shard``, ``offset``, labels, patient, split)."""
     path = Path(root) / MANIFEST
@@ -196,4 +204,6 @@ def pack_cache(cache_dir: Path | str, out_dir: Path | str, shard_size: int = 409
     manifest["shard"] = [r[0] for r in refs]
     manifest["offset"] = [r[1] for r in refs]
     write_manifest(out, manifest)
+    if (cache / "prepare.json").is_file():  # the recipe travels with the slices
+        shutil.copy2(cache / "prepare.json", out / "prepare.json")
     return manifest

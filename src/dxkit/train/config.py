@@ -49,6 +49,11 @@ class DataConfig(_Strict):
     batch_size: int = Field(default=64, ge=1)
     eval_batch_size: int | None = Field(default=None, ge=1)
     num_workers: int = Field(default=0, ge=0)
+    cache: bool = Field(
+        default=True,
+        description="keep each prepared scan in memory (per loader worker); false streams "
+        "from disk every epoch: memory flat in dataset size",
+    )
 
 
 class PreprocessConfig(_Strict):
