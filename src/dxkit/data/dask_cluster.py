@@ -8,6 +8,7 @@ an address connects to an existing scheduler (SLURM/PBS via dask-jobqueue, Kuber
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,9 +40,13 @@ def parse_scheduler(value: str) -> tuple[str, int | None]:
 @contextmanager
 def dask_client(scheduler: str) -> Iterator[Any]:
     """A ``distributed.Client`` for ``scheduler`` (a local cluster is closed afterwards)."""
+    address, workers = parse_scheduler(scheduler)
     from distributed import Client, LocalCluster
 
-    address, workers = parse_scheduler(scheduler)
+    # distributed sets its logger to INFO when imported (every worker start and stop);
+    # keep it to warnings unless the user asked for debug output.
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if address != "local":
         with Client(address) as client:
             yield client
