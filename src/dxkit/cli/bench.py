@@ -177,3 +177,17 @@ def bench_scale(
     size_list = tuple(int(s) for s in sizes.split(","))
     body = run(scratch, results, size_list, tuple(readers.split(",")), steps, batch)
     console.print(Markdown(body))
+
+
+@bench_app.command("dicom-dask")
+def bench_dicom_dask(
+    data_root: DataRoot = Path("../shared/data/rsna_ich_dicom"),
+    repeats: Annotated[int, typer.Option(min=1, help="Copies of the 100 files per run.")] = 20,
+    rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds (best shown).")] = 2,
+    results: Results = DEFAULT_RESULTS,
+) -> None:
+    """Prepare the RSNA files on the process pool and on Dask, 1 and 2 workers, side by side."""
+    from dxkit.bench.dicom_dask import run
+
+    body = run(_need(data_root, "RSNA DICOM folder"), repeats, rounds, results)
+    console.print(Markdown(body))
