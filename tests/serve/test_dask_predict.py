@@ -61,7 +61,8 @@ def test_dask_predictions_equal_the_predictor(trained, scheduler, tmp_path) -> N
     parts = sorted((tmp_path / "p.csv.parts").glob("part-*.parquet"))
     assert len(parts) == 5  # 70 files in partitions of 16
     # The model was loaded at most once in each worker, however many partitions it ran.
-    loads = distributed.Client(scheduler).run(lambda: _worker_predictor.cache_info().misses)
+    with distributed.Client(scheduler) as client:
+        loads = client.run(lambda: _worker_predictor.cache_info().misses)
     assert 0 < sum(loads.values()) <= 2 and max(loads.values()) == 1
 
 
