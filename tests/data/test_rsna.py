@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import log_loss
 
 from dxkit.data.ct_cache import CacheRecipe, prepare_ct_cache
@@ -95,6 +96,24 @@ def test_load_rsna_from_prepared_cache(tmp_path) -> None:
             assert np.load(item).shape == (2, 32, 32)
             assert row.tolist() == wide[ident]
     assert val.labels[:, -1].sum() > 0  # stratified: positives on both sides
+    # The same cache packed into a slice store gives the same splits and the same inputs,
+    # streamed through ScanDataset without the in-memory cache.
+    from dxkit.data.dataset import ScanDataset
+    from dxkit.data.slice_store import pack_cache
+    from dxkit.preprocess.spec import Preprocessing
+
+    pack_cache(tmp_path / "cache", tmp_path / "store", shard_size=8)
+    packed = load_rsna(tmp_path / "store", val_fraction=0.25, seed=0)
+    assert packed.in_chans == 2 and packed.extra == data.extra
+    pre = Preprocessing(in_chans=2, input_kind="uint8", mean=[0.0, 0.0], std=[1.0, 1.0])
+    for name, split in data.splits.items():
+        other = packed.splits[name]
+        assert other.ids == split.ids and (other.labels == split.labels).all()
+        assert (other.groups == split.groups).all()
+        streamed = ScanDataset(other, pre, cache=False)
+        for i, item in enumerate(split.items):
+            expected = torch.from_numpy(np.load(item).astype(np.float32) / 255.0)
+            torch.testing.assert_close(streamed[i][0], expected, rtol=0, atol=1e-7)
 
 
 def test_load_rsna_holds_out_test_patients(tmp_path) -> None:

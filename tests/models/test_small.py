@@ -41,7 +41,13 @@ def test_feature_interface_matches_timm_conventions():
     assert model(x).shape == (2, 16)
     assert len(model.stages[0]) == 2  # depth 2 -> two residual blocks
     rebuilt = SmallResNet(1, 3, spatial_dims=2, **model.arch)
-    expected = {"widths": [8, 16], "depths": [2, 1], "strides": [1, 2], "stem_stride": 1}
+    expected = {
+        "widths": [8, 16],
+        "depths": [2, 1],
+        "strides": [1, 2],
+        "stem_stride": 1,
+        "norm": "batch",
+    }
     assert rebuilt.arch == model.arch == expected
 
 

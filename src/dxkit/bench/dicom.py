@@ -5,6 +5,8 @@ a fresh Python process (so peak memory is its own) and repeated until ``seconds`
 
 * **dxkit**: ``prepare_ct_cache`` (read → HU + repair → brain share → head crop → resize →
   brain/subdural/bone windows → uint8 ``.npy``), with 1 and 2 worker processes;
+* **dask**: the same call with ``scheduler="local:N"`` (a Dask LocalCluster of 1 and 2
+  workers, each writing its own slices and Parquet parts);
 * **fastai**: ``fastai.medical.imaging`` as the issue names it (``dcmread``, ``to_nchan``
   with the same windows, resize to 256, uint8 ``.npy``), and doing the same work as dxkit
   its documented way (plus ``pct_in_window`` cleaning and the ``mask_from_blur`` +
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("floor", "dxkit", "fastai", "fastai_crop")
+VARIANTS = ("floor", "dxkit", "dask", "fastai", "fastai_crop")
 WINDOWS = ("brain", "subdural", "bone")
 SIZE = 256
 
@@ -60,12 +62,15 @@ def _run_floor(files: list[Path], workers: int, seconds: float) -> tuple[int, fl
     return done, time.perf_counter() - start
 
 
-def _run_dxkit(files: list[Path], workers: int, seconds: float, scratch: Path) -> tuple[int, float]:
+def _run_dxkit(
+    files: list[Path], workers: int, seconds: float, scratch: Path, dask: bool = False
+) -> tuple[int, float]:
     """One ``prepare_ct_cache`` call over the files repeated (as symlinks) to ≥ ``seconds``.
 
     A single large run is what a user does with a real collection, so pool start-up and
     the index bookkeeping are amortised as they would be; a first pass over the 100 files
-    calibrates how many copies make ``seconds`` of work.
+    calibrates how many copies make ``seconds`` of work. ``dask``: the same call on a Dask
+    ``LocalCluster`` of ``workers`` processes (``--scheduler local:N``), its start-up timed.
     """
     from dxkit.data.ct_cache import CacheRecipe, prepare_ct_cache
 
@@ -82,7 +87,10 @@ def _run_dxkit(files: list[Path], workers: int, seconds: float, scratch: Path) -
         for path in files:
             (source / f"r{k:03d}_{path.name}").symlink_to(path.resolve())
     start = time.perf_counter()
-    report = prepare_ct_cache(source, scratch / "cache", recipe, workers=workers)
+    scheduler = f"local:{workers}" if dask else None
+    report = prepare_ct_cache(
+        source, scratch / "cache", recipe, workers=workers, scheduler=scheduler
+    )
     return report.processed, time.perf_counter() - start
 
 
@@ -136,8 +144,8 @@ def measure(variant: str, data_dir: Path, workers: int, seconds: float) -> dict[
     try:
         if variant == "floor":
             done, elapsed = _run_floor(files, workers, seconds)
-        elif variant == "dxkit":
-            done, elapsed = _run_dxkit(files, workers, seconds, scratch)
+        elif variant in ("dxkit", "dask"):
+            done, elapsed = _run_dxkit(files, workers, seconds, scratch, dask=variant == "dask")
         elif variant in ("fastai", "fastai_crop"):
             done, elapsed = _run_fastai(files, seconds, scratch, crop=variant == "fastai_crop")
         else:
@@ -172,6 +180,7 @@ def run(
 
         raise MissingFileError(f"{data_dir}: no .dcm files to benchmark")
     plan = [("floor", w) for w in workers] + [("dxkit", w) for w in workers]
+    plan += [("dask", w) for w in workers]
     plan += [("fastai", 1), ("fastai_crop", 1)]
     rows: dict[tuple[str, int], dict] = {}
     load_before = os.getloadavg()[0]
@@ -194,6 +203,7 @@ def run(
     names = {
         "floor": "floor: pydicom read + decode only",
         "dxkit": "dxkit prepare rsna",
+        "dask": "dxkit prepare rsna --scheduler local:N (Dask)",
         "fastai": "fastai: dcmread + to_nchan + resize",
         "fastai_crop": "fastai, same work: + pct_in_window + mask_from_blur crop",
     }
@@ -225,6 +235,14 @@ def run(
         lines.append(
             f"- dxkit 1 → 2 workers: **{(dx2['files'] / dx2['seconds']) / dx_rate:.2f}×** "
             "(linear = 2.0×; the machine has 2 cores shared with other jobs)."
+        )
+    dk1, dk2 = rows.get(("dask", 1), {}), rows.get(("dask", 2), {})
+    if "files" in dk1 and "files" in dk2:
+        dk_rate = dk1["files"] / dk1["seconds"]
+        lines.append(
+            f"- Dask LocalCluster vs the process pool, 1 worker: **{dk_rate / dx_rate:.2f}×**; "
+            f"Dask 1 → 2 workers: **{(dk2['files'] / dk2['seconds']) / dk_rate:.2f}×** "
+            "(cluster start-up and per-task Parquet parts included)."
         )
     if ("floor", 2) in rows and "files" in rows[("floor", 2)]:
         fl2 = rows[("floor", 2)]

@@ -192,3 +192,38 @@ def bench_pacs_command(
     path = write_section("pacs", "PACS integration (Orthanc, loopback)", command, body, results)
     console.print(Markdown(body))
     console.print(f"written to {path}")
+
+
+@bench_app.command("scale")
+def bench_scale(
+    scratch: Annotated[
+        Path, typer.Option(help="Folder for the generated stores (deleted after).")
+    ] = Path("/tmp/dxkit-bench-scale"),
+    sizes: Annotated[str, typer.Option(help="Comma-separated store sizes (slices).")] = (
+        "2000,20000,200000"
+    ),
+    readers: Annotated[str, typer.Option(help="pread and/or memmap.")] = "pread,memmap",
+    steps: Annotated[int, typer.Option(min=11, help="Training steps per run.")] = 120,
+    batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 32,
+    results: Results = DEFAULT_RESULTS,
+) -> None:
+    """Peak RSS and images/s of training on generated 2k/20k/200k-slice stores."""
+    from dxkit.bench.scale import run
+
+    size_list = tuple(int(s) for s in sizes.split(","))
+    body = run(scratch, results, size_list, tuple(readers.split(",")), steps, batch)
+    console.print(Markdown(body))
+
+
+@bench_app.command("dicom-dask")
+def bench_dicom_dask(
+    data_root: DataRoot = Path("../shared/data/rsna_ich_dicom"),
+    repeats: Annotated[int, typer.Option(min=1, help="Copies of the 100 files per run.")] = 20,
+    rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds (best shown).")] = 2,
+    results: Results = DEFAULT_RESULTS,
+) -> None:
+    """Prepare the RSNA files on the process pool and on Dask, 1 and 2 workers, side by side."""
+    from dxkit.bench.dicom_dask import run
+
+    body = run(_need(data_root, "RSNA DICOM folder"), repeats, rounds, results)
+    console.print(Markdown(body))

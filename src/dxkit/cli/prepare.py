@@ -29,6 +29,13 @@ console = Console()
 
 Workers = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")]
 Strict = Annotated[bool, typer.Option(help="Exit with code 1 if any file could not be read.")]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        help="Run on Dask instead of --workers: local, local:N (a LocalCluster of N workers) "
+        "or a scheduler address tcp://HOST:PORT; every worker writes its own parts."
+    ),
+]
 
 
 @contextmanager
@@ -94,6 +101,7 @@ def prepare_dicom(
         bool, typer.Option(help="Decode pixels: HU min/max/mean/std and brain-window share.")
     ] = False,
     strict: Strict = False,
+    scheduler: Scheduler = None,
 ) -> None:
     """One row per DICOM file with the tags a study needs; no patient identity unless
     --keep-phi (PatientID and UIDs become keyed pseudonyms, names and dates are left out)."""
@@ -112,6 +120,7 @@ def prepare_dicom(
             salt_file=salt_file,
             progress=advance,
             total=total,
+            scheduler=scheduler,
         )
     from dxkit.data.dicom_table import errors_path
 
@@ -144,6 +153,7 @@ def prepare_rsna(
     ] = False,
     workers: Workers = 1,
     strict: Strict = False,
+    scheduler: Scheduler = None,
 ) -> None:
     """Cache slices as uint8 window channels: HU (+repair) → clean → crop → resize."""
     from dxkit.data.ct_cache import CacheRecipe, prepare_ct_cache
@@ -162,6 +172,7 @@ def prepare_rsna(
             workers=workers,
             progress=advance,
             total=total,
+            scheduler=scheduler,
         )
     console.print(
         f"{report.files} files: {report.kept} cached, {report.dropped} dropped "

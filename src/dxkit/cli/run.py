@@ -119,11 +119,21 @@ def predict(
     strict_inputs: Annotated[
         bool, typer.Option(help="Refuse scans unlike the training data (see input_warning).")
     ] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Classifiers: predict on Dask (local, local:N or tcp://HOST:PORT) over files, "
+            "folders or a manifest (path column); needs --out."
+        ),
+    ] = None,
 ) -> None:
     """Print (or write as CSV) the probability of each finding for each scan."""
     from dxkit.cli.batch import predict_scans, report_failures
     from dxkit.infer.predictor import Predictor
 
+    if scheduler is not None:
+        _predict_on_dask(checkpoint, files, out, scheduler)
+        return
     if checkpoint.suffix.lower() == ".onnx":
         from dxkit.infer.onnx_predictor import OnnxPredictor
 
@@ -166,6 +176,20 @@ def predict(
     for p in flagged:
         console.print(f"[bold yellow]warning:[/] {p.source}: {p.input_warning}", soft_wrap=True)
     report_failures(bad, len(predictions), out)
+
+
+def _predict_on_dask(checkpoint: Path, files: list[Path], out: Path | None, scheduler: str) -> None:
+    from dxkit.errors import ConfigError
+    from dxkit.infer.dask_predict import predict_dask, resolve_inputs
+
+    kind, ckpt = _kind_of(checkpoint)
+    if kind != "classify" or out is None:
+        raise ConfigError(
+            f"{checkpoint}: --scheduler runs classifier checkpoints (this is {kind!r}) and "
+            "needs --out predictions.csv"
+        )
+    table = predict_dask(ckpt, resolve_inputs(files), out, scheduler)
+    console.print(f"wrote {len(table)} rows to {out} (parts in {out}.parts)")
 
 
 @app.command("lr-find")

@@ -317,10 +317,12 @@ def prepare_ct_cache(
     chunk_size: int = 32,
     progress: ProgressFn | None = None,
     total: ProgressFn | None = None,
+    scheduler: str | None = None,
 ) -> CacheReport:
     """Cache every DICOM slice under ``dicom_dir`` into ``out_dir``; resumes a stopped run.
 
     ``labels`` (index = image id, e.g. from ``parse_rsna_labels``) are joined into the index.
+    ``scheduler`` (``local[:N]`` / ``tcp://...``) runs the chunks as Dask tasks.
     """
     recipe = recipe or CacheRecipe.build()
     root, out = Path(dicom_dir), Path(out_dir)
@@ -344,7 +346,7 @@ def prepare_ct_cache(
         task, batches = _slice_chunk, list(chunked(todo, chunk_size))
     if total:
         total(len(todo))
-    run_chunks(task, batches, (root, out, recipe), parts, workers, progress)
+    run_chunks(task, batches, (root, out, recipe), parts, workers, progress, scheduler)
     table, errors = parts.finalize()
     if labels is not None and len(table):
         table = table.drop(columns=[c for c in labels.columns if c in table.columns])

@@ -1,8 +1,10 @@
 """A torch Dataset over a ``LabelledSet``: read → preprocess → (augment) → tensor.
 
 Scans are read and brought to the model's unit range and size once, then kept in memory
-(``cache=True``), because re-decoding DICOM or PNG files every epoch dominates CPU time on
-small images. Normalisation and augmentation run per access, so they stay random.
+(``cache=True``, ``data.cache`` in the config), because re-decoding DICOM or PNG files every
+epoch dominates CPU time on small images. With ``cache=False`` nothing is kept: items that
+are ``SliceRef`` (a packed slice store) stream from the OS page cache, so memory stays flat
+in dataset size. Normalisation and augmentation run per access, so they stay random.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dxkit.data.slice_store import SliceRef, open_store
 from dxkit.data.source import LabelledSet
 from dxkit.preprocess.spec import Preprocessing
 
@@ -22,8 +25,10 @@ log = logging.getLogger(__name__)
 Augment = Callable[[torch.Tensor], torch.Tensor]
 
 
-def read_item(item: np.ndarray | Path | str) -> tuple[np.ndarray, str]:
+def read_item(item: np.ndarray | Path | str | SliceRef) -> tuple[np.ndarray, str]:
     """Return the raw array of one item and a name for error messages."""
+    if isinstance(item, SliceRef):
+        return open_store(item.store).read(item.shard, item.offset), f"{item.store}@{item.offset}"
     if isinstance(item, (str, Path)):
         from dxkit.io import read_scan
 

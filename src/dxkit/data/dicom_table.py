@@ -253,11 +253,19 @@ def run_chunks(
     parts: ResumableParts,
     workers: int,
     progress: ProgressFn | None,
+    scheduler: str | None = None,
 ) -> None:
     """Run ``task(chunk, *args)`` in ``workers`` processes (1 = in-process), saving parts.
 
-    ``progress`` receives the number of files each finished chunk handled.
+    ``progress`` receives the number of files each finished chunk handled. With
+    ``scheduler`` (``local[:N]`` or ``tcp://...``) the chunks run as Dask tasks instead,
+    each worker writing its own part (``dask_prepare.run_chunks_dask``).
     """
+    if scheduler:
+        from dxkit.data.dask_prepare import run_chunks_dask
+
+        run_chunks_dask(task, chunks, args, parts, scheduler, progress)
+        return
     if workers <= 1:
         for chunk in chunks:
             rows, errors = task(chunk, *args)
@@ -285,6 +293,7 @@ def build_dicom_table(
     chunk_size: int = 32,
     progress: ProgressFn | None = None,
     total: Callable[[int], None] | None = None,
+    scheduler: str | None = None,
 ) -> TableResult:
     """Scan ``root`` into ``out`` (Parquet) plus ``<out>.errors.parquet``; resumes a stopped run.
 
@@ -304,7 +313,13 @@ def build_dicom_table(
     salt = "" if keep_phi else project_salt(Path(salt_file or out.parent / SALT_FILE))
     options = {"pixel_stats": pixel_stats, "keep_phi": keep_phi, "salt": salt}
     run_chunks(
-        _rows_for_chunk, chunked(todo, chunk_size), (root, options), parts, workers, progress
+        _rows_for_chunk,
+        chunked(todo, chunk_size),
+        (root, options),
+        parts,
+        workers,
+        progress,
+        scheduler,
     )
     table, errors = parts.finalize()
     logger.info("%d files in table, %d unreadable", len(table), len(errors))

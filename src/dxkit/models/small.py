@@ -14,7 +14,7 @@ any timm backbone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -23,6 +23,18 @@ from dxkit.errors import ConfigError
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def _norm_factory(kind: str, spatial_dims: int) -> Callable[[int], nn.Module]:
+    """Batch norm (default) or group norm: the latter does not depend on the batch, so a
+    model trains the same whatever the per-process batch (DDP on CPUs, where PyTorch has no
+    SyncBatchNorm)."""
+    if kind == "batch":
+        return _NORM[spatial_dims]
+    if kind == "group":
+        return lambda width: nn.GroupNorm(min(8, width), width)
+    raise ConfigError(f"SmallResNet: norm={kind!r}; use 'batch' or 'group'")
+
 
 # Defaults per number of spatial dimensions, picked by validation AUC per CPU-second on the
 # MedMNIST sets (single-seed runs on the val splits, never test). 2D keeps the stem and first
@@ -38,9 +50,11 @@ STEM_STRIDE = {2: 1, 3: 2}
 class BasicBlock(nn.Module):
     """Two 3×3(×3) convolutions with batch norm and an identity (or 1×1 projection) shortcut."""
 
-    def __init__(self, in_width: int, width: int, stride: int, spatial_dims: int) -> None:
+    def __init__(
+        self, in_width: int, width: int, stride: int, spatial_dims: int, norm_kind: str = "batch"
+    ) -> None:
         super().__init__()
-        conv, norm = _CONV[spatial_dims], _NORM[spatial_dims]
+        conv, norm = _CONV[spatial_dims], _norm_factory(norm_kind, spatial_dims)
         self.conv1 = conv(in_width, width, 3, stride=stride, padding=1, bias=False)
         self.bn1 = norm(width)
         self.conv2 = conv(width, width, 3, padding=1, bias=False)
@@ -53,7 +67,7 @@ class BasicBlock(nn.Module):
             )
         # Zero-init the last norm so every block starts as the identity: faster, steadier
         # training from scratch (Goyal et al. 2017), which is all we do on a CPU.
-        nn.init.zeros_(self.bn2.weight)
+        nn.init.zeros_(self.bn2.weight)  # type: ignore[arg-type]  # BN and GN both have one
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.bn1(self.conv1(x)))
@@ -81,6 +95,7 @@ class SmallResNet(nn.Module):
         stem_stride: int | None = None,
         dropout: float = 0.2,
         channels_last: bool = True,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         if spatial_dims not in _CONV:
@@ -101,7 +116,8 @@ class SmallResNet(nn.Module):
             )
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"SmallResNet: dropout={dropout}; use a value in [0, 1)")
-        conv, norm = _CONV[spatial_dims], _NORM[spatial_dims]
+        norm_kind = norm
+        conv, norm_layer = _CONV[spatial_dims], _norm_factory(norm_kind, spatial_dims)
         self.spatial_dims = spatial_dims
         # The resolved architecture: save it with a checkpoint so a later change of the
         # defaults cannot silently rebuild a different network around the same weights
@@ -111,17 +127,20 @@ class SmallResNet(nn.Module):
             "depths": list(depths),
             "strides": list(strides),
             "stem_stride": stem_stride,
+            "norm": norm_kind,
         }
         self.stem = nn.Sequential(
             conv(in_chans, widths[0], 3, stride=stem_stride, padding=1, bias=False),
-            norm(widths[0]),
+            norm_layer(widths[0]),
             nn.ReLU(inplace=True),
         )
         stages: list[nn.Module] = []
         in_width = widths[0]
         for width, depth, stride in zip(widths, depths, strides, strict=True):
-            blocks = [BasicBlock(in_width, width, stride, spatial_dims)]
-            blocks += [BasicBlock(width, width, 1, spatial_dims) for _ in range(depth - 1)]
+            blocks = [BasicBlock(in_width, width, stride, spatial_dims, norm_kind)]
+            blocks += [
+                BasicBlock(width, width, 1, spatial_dims, norm_kind) for _ in range(depth - 1)
+            ]
             stages.append(nn.Sequential(*blocks))
             in_width = width
         self.stages = nn.Sequential(*stages)

@@ -66,6 +66,11 @@ class DataConfig(_Strict):
     batch_size: int = Field(default=64, ge=1)
     eval_batch_size: int | None = Field(default=None, ge=1)
     num_workers: int = Field(default=0, ge=0)
+    cache: bool = Field(
+        default=True,
+        description="keep each prepared scan in memory (per loader worker); false streams "
+        "from disk every epoch: memory flat in dataset size",
+    )
 
 
 class PreprocessConfig(_Strict):
@@ -137,6 +142,10 @@ class TrainConfig(_Strict):
     devices: int | str = 1
     strategy: str = "auto"
     num_nodes: int = Field(default=1, ge=1)
+    sync_batchnorm: bool = Field(
+        default=False,
+        description="DDP: batch-norm statistics over the global batch, not each process's share",
+    )
     max_minutes: float | None = Field(default=None, gt=0, description="stop training after this")
     limit_train_batches: int | float | None = None
 

@@ -130,7 +130,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     if "train" not in source.splits or "val" not in source.splits:
         raise ConfigError(f"data source {source.name!r} has no train/val splits")
     pre = build_preprocessing(cfg, source)
-    train_set = ScanDataset(source.splits["train"], pre)
+    train_set = ScanDataset(source.splits["train"], pre, cache=cfg.data.cache)
     if cfg.preprocess.normalize == "dataset":
         mean, std = channel_stats(train_set, seed=cfg.seed)
         pre = pre.model_copy(update={"mean": mean, "std": std})
@@ -139,7 +139,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     train_set.augment = build_augment(
         source.spatial_dims, strength, flip=cfg.train.augment.flip, seed=cfg.seed
     )
-    val_set = ScanDataset(source.splits["val"], pre)
+    val_set = ScanDataset(source.splits["val"], pre, cache=cfg.data.cache)
 
     model = create_model(
         cfg.model.name,
@@ -227,6 +227,7 @@ def make_trainer(
         "devices": t.devices,
         "strategy": t.strategy,
         "num_nodes": t.num_nodes,
+        "sync_batchnorm": t.sync_batchnorm,
         "precision": _precision(cfg),
         "gradient_clip_val": t.grad_clip,
         "callbacks": callbacks,

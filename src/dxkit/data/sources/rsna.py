@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dxkit.data.slice_store import SliceRef, SliceStore
 from dxkit.data.source import LabelledSet, SourceData
 from dxkit.data.splits import split_indices
 from dxkit.errors import DataSourceError, MissingFileError
@@ -100,12 +101,17 @@ def load_rsna(
     """
     root = Path(cache_dir)
     index_path = root / "index.parquet"
+    packed = (root / "store.json").is_file()  # a slice store written by pack_cache
+    if packed:
+        index_path = root / "manifest.parquet"
     if not index_path.is_file():
         raise MissingFileError(
             f"{index_path}: no prepared cache here; run `dxkit prepare rsna DICOM_DIR "
             f"--labels stage_2_train.csv --out {root}` first"
         )
     index = pd.read_parquet(index_path)
+    if packed:
+        index = index.rename(columns={"patient": "PatientID"})
     index = index[index["kept"]]
     missing = [c for c in RSNA_LABELS if c not in index.columns]
     if missing or index[RSNA_LABELS].isna().all(axis=None):
@@ -129,7 +135,14 @@ def load_rsna(
     index_of = split_indices(
         len(index), labels[:, -1], groups, fractions=(val_fraction, test_fraction), seed=seed
     )
-    items = [root / p for p in index["array"]]
+    items: list[Path] | list[SliceRef] = (
+        [
+            SliceRef(root, int(a), int(b))
+            for a, b in zip(index["shard"], index["offset"], strict=True)
+        ]
+        if packed
+        else [root / p for p in index["array"]]
+    )
 
     def subset(rows: np.ndarray) -> LabelledSet:
         return LabelledSet(
@@ -154,7 +167,7 @@ def load_rsna(
         label_names=list(RSNA_LABELS),
         task="multilabel",
         spatial_dims=2,
-        in_chans=int(info.get("channels", np.load(items[0], mmap_mode="r").shape[0])),
+        in_chans=int(info.get("channels", _first_shape(items[0])[0])),
         native_size=info.get("size"),
         input_kind="uint8",
         name="rsna_ich",
@@ -174,3 +187,9 @@ def load_rsna(
             },
         },
     )
+
+
+def _first_shape(item: Path | SliceRef) -> tuple[int, ...]:
+    if isinstance(item, SliceRef):
+        return SliceStore(item.store).shape
+    return tuple(np.load(item, mmap_mode="r").shape)
