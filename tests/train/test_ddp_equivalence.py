@@ -52,7 +52,6 @@ def _last_val(run: Path) -> dict[str, float]:
     return {k: float(rows[-1][k]) for k in ("val_auc", "val_loss")}
 
 
-@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     one = _last_val(_train(tmp_path, "one", devices=1, batch=32))
     run = _train(tmp_path, "two", devices=2, batch=16)
