@@ -1,7 +1,7 @@
 """What is evaluated is what is served, for every shipped model kind: after training a tiny
 model, ``dxkit evaluate``'s per-scan probabilities (its ``predictions.csv``), ``dxkit
 predict --out`` (the CLI), the server's ``/v1/predict``, the Python predictor and the
-exported ONNX model (classifiers) agree within 1e-5 on the same files, and every
+exported ONNX model agree within 1e-5 on the same files, and every
 positive/negative call is the same. Run with ``-s`` to see the measured differences."""
 
 from __future__ import annotations
@@ -188,6 +188,7 @@ def test_exam_bundle_consumers_agree(tmp_path_factory) -> None:  # type: ignore[
 
     from dxkit.data.synthetic_mrnet import write_mrnet_fixture
     from dxkit.infer.exam_predict import ExamPredictor
+    from dxkit.infer.export import export_onnx
     from dxkit.serve.app import create_app
 
     tmp = tmp_path_factory.mktemp("exam")
@@ -221,28 +222,47 @@ def test_exam_bundle_consumers_agree(tmp_path_factory) -> None:  # type: ignore[
     assert run_cli(["predict", str(bundle), *map(str, folders), "--out", str(out)]) == 0
     cli = by_exam(read_csv(out, "exam", names))
     python = by_exam(predictor_rows([predictor.predict_folder(f) for f in folders], names))
-    client = TestClient(create_app([bundle]))
-    server = {}
-    for folder in folders:
-        planes = {p: (f"{p}.npy", (folder / f"{p}.npy").read_bytes(), "application/octet-stream")
-                  for p in predictor.planes}  # fmt: skip
-        r = client.post("/v1/predict", files=planes)
-        assert r.status_code == 200, r.text
-        found = r.json()["findings"]
-        server[folder.name] = (np.array([f["probability"] for f in found]),
-                               np.array([int(f["positive"]) for f in found]))  # fmt: skip
+    graph = export_onnx(bundle, tmp / "bundle.onnx")
+    assert run_cli(["predict", str(graph), *map(str, folders), "--out", str(tmp / "onnx.csv")]) == 0
+    onnx_cli = by_exam(read_csv(tmp / "onnx.csv", "exam", names))
+    exported = ExamPredictor.from_bundle(graph)
+    assert exported.model.tta == predictor.model.tta
+    onnx = by_exam(predictor_rows([exported.predict_folder(f) for f in folders], names))
+
+    def served(model: Path) -> Rows:
+        client = TestClient(create_app([model]), base_url="http://127.0.0.1")
+        out = {}
+        for folder in folders:
+            planes = {p: (f"{p}.npy", (folder / f"{p}.npy").read_bytes(), "application/x-npy")
+                      for p in predictor.planes}  # fmt: skip
+            r = client.post("/v1/predict", files=planes)
+            assert r.status_code == 200, r.text
+            found = r.json()["findings"]
+            out[folder.name] = (np.array([f["probability"] for f in found]),
+                                np.array([int(f["positive"]) for f in found]))  # fmt: skip
+        return out
+
     compare(
-        "exam bundle", evaluated, {"predict CLI": cli, "server": server, "ExamPredictor": python}
-    )
+        "exam bundle",
+        evaluated,
+        {"predict CLI": cli, "server": served(bundle), "ExamPredictor": python, "ONNX": onnx,
+         "predict CLI (ONNX)": onnx_cli, "server (ONNX)": served(graph)},
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- segmenter
 
 
 def test_segmenter_consumers_agree(tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
     from dxkit.data.synthetic_siim import write_siim_fixture
+    from dxkit.infer.export import export_onnx
     from dxkit.infer.segment_model import load_segmenter
+    from dxkit.infer.segment_onnx import load_segment_model
     from dxkit.infer.segment_predict import predict_files
+    from dxkit.preprocess.rle import decode_rle
+    from dxkit.serve.app import create_app
 
     tmp = tmp_path_factory.mktemp("siim")
     dicom, rle_csv, _ = write_siim_fixture(tmp / "data", n_images=24, shape=(96, 80))
@@ -251,7 +271,7 @@ def test_segmenter_consumers_agree(tmp_path_factory) -> None:  # type: ignore[no
         "data": {"source": "siim", "path": str(dicom), "csv": str(rle_csv), "batch_size": 4,
                  "val_fraction": 0.25, "test_fraction": 0.25},
         "preprocess": {"size": 32}, "segment": {"decision": "both"},
-        "train": {"epochs": 1, "lr": 0.003}, "evaluate": {"bootstrap": 10},
+        "train": {"epochs": 1, "lr": 0.003}, "evaluate": {"bootstrap": 10, "tta": True},
     }  # fmt: skip
     recipe = tmp / "seg.yaml"
     recipe.write_text(yaml.safe_dump(raw))
@@ -271,11 +291,48 @@ def test_segmenter_consumers_agree(tmp_path_factory) -> None:  # type: ignore[no
     files = sorted(evaluated)
     assert run_cli(["predict", str(run_dir), *files, "--out", str(tmp / "pred")]) == 0
     cli = rows(tmp / "pred" / "predictions.csv")
-    model = load_segmenter(run_dir / "checkpoints" / "best.ckpt")
-    python = {
-        p.source: (np.array([p.probability, p.mask_score]), np.array([int(p.positive)]))
-        for p in predict_files(model, [Path(f) for f in files])
-    }
-    # The server serves classifiers and exam bundles, and ONNX export covers classifiers:
-    # a segmenter has these two consumers.
-    compare("segmenter", evaluated, {"predict CLI": cli, "predict_files": python})
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    model = load_segmenter(ckpt)
+    assert model.has_classifier  # decision "both": the graph has the head's output too
+    assert model.tta  # the flipped view is averaged in: inside the exported graph too
+
+    def predicted(segmenter) -> tuple[Rows, dict]:  # type: ignore[no-untyped-def]
+        found = predict_files(segmenter, [Path(f) for f in files])
+        rows = {p.source: (np.array([p.probability, p.mask_score]), np.array([int(p.positive)]))
+                for p in found}  # fmt: skip
+        return rows, {p.source: p.mask for p in found}
+
+    python, masks = predicted(model)
+    graph = export_onnx(ckpt, tmp / "seg.onnx")
+    onnx, onnx_masks = predicted(load_segment_model(graph))
+    assert run_cli(["predict", str(graph), *files, "--out", str(tmp / "onnx-pred")]) == 0
+    onnx_cli = rows(tmp / "onnx-pred" / "predictions.csv")
+
+    def served(path: Path, expected: dict) -> Rows:  # type: ignore[type-arg]
+        client = TestClient(create_app([path]), base_url="http://127.0.0.1")
+        out = {}
+        for f in files:
+            part = ("files", (Path(f).name, Path(f).read_bytes(), "application/dicom"))
+            r = client.post("/v1/predict", files=[part])
+            assert r.status_code == 200, r.text
+            body = r.json()
+            seg, finding = body["segmentation"], body["findings"][0]
+            assert finding["probability"] == seg["probability"]
+            assert finding["positive"] == seg["positive"]
+            shape = (seg["mask"]["height"], seg["mask"]["width"])
+            mask = decode_rle(seg["mask"]["rle"], shape)
+            assert (mask == expected[f]).all(), f"{path.name}: the served mask of {f} differs"
+            out[f] = (np.array([seg["probability"], seg["mask_score"]]),
+                      np.array([int(seg["positive"])]))  # fmt: skip
+        return out
+
+    compare(
+        "segmenter",
+        evaluated,
+        {"predict CLI": cli, "predict_files": python, "server": served(ckpt, masks), "ONNX": onnx,
+         "predict CLI (ONNX)": onnx_cli, "server (ONNX)": served(graph, onnx_masks)},
+    )  # fmt: skip
+    # ONNX's masks can differ from the eager ones only where the upsampled map lies within
+    # float error of the threshold: a few pixels at most, never a region.
+    for f in files:
+        assert (onnx_masks[f] != masks[f]).mean() <= 1e-3, f"ONNX mask of {f} differs"
