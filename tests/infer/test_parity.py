@@ -186,9 +186,9 @@ def test_classifier_consumers_agree(tmp_path_factory, three_d: bool) -> None:  #
 def test_exam_bundle_consumers_agree(tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
+    from dxkit.data.sources.mrnet import load_exam_folder
     from dxkit.data.synthetic_mrnet import write_mrnet_fixture
     from dxkit.infer.exam_predict import ExamPredictor
-    from dxkit.infer.export import export_onnx
     from dxkit.serve.app import create_app
 
     tmp = tmp_path_factory.mktemp("exam")
@@ -222,12 +222,19 @@ def test_exam_bundle_consumers_agree(tmp_path_factory) -> None:  # type: ignore[
     assert run_cli(["predict", str(bundle), *map(str, folders), "--out", str(out)]) == 0
     cli = by_exam(read_csv(out, "exam", names))
     python = by_exam(predictor_rows([predictor.predict_folder(f) for f in folders], names))
-    graph = export_onnx(bundle, tmp / "bundle.onnx")
+    graph = tmp / "bundle.onnx"  # `dxkit export` checks ONNX Runtime against PyTorch
+    assert run_cli(["export", str(bundle), "--out", str(graph)]) == 0
     assert run_cli(["predict", str(graph), *map(str, folders), "--out", str(tmp / "onnx.csv")]) == 0
     onnx_cli = by_exam(read_csv(tmp / "onnx.csv", "exam", names))
     exported = ExamPredictor.from_bundle(graph)
     assert exported.model.tta == predictor.model.tta
     onnx = by_exam(predictor_rows([exported.predict_folder(f) for f in folders], names))
+    # Exam training records no TTA today; were it recorded, the ONNX runtime's mirrored
+    # series would match the eager one's (the same exam_model code drives both).
+    exams = [load_exam_folder(f) for f in folders[:3]]
+    with_flips = [m.model.plane_probabilities(exams, tta=True) for m in (predictor, exported)]
+    assert np.abs(with_flips[0] - with_flips[1]).max() <= TOL
+    assert np.abs(with_flips[0] - predictor.model.plane_probabilities(exams)).max() > 1e-4
 
     def served(model: Path) -> Rows:
         client = TestClient(create_app([model]), base_url="http://127.0.0.1")
@@ -257,7 +264,6 @@ def test_segmenter_consumers_agree(tmp_path_factory) -> None:  # type: ignore[no
     from fastapi.testclient import TestClient
 
     from dxkit.data.synthetic_siim import write_siim_fixture
-    from dxkit.infer.export import export_onnx
     from dxkit.infer.segment_model import load_segmenter
     from dxkit.infer.segment_onnx import load_segment_model
     from dxkit.infer.segment_predict import predict_files
@@ -303,7 +309,8 @@ def test_segmenter_consumers_agree(tmp_path_factory) -> None:  # type: ignore[no
         return rows, {p.source: p.mask for p in found}
 
     python, masks = predicted(model)
-    graph = export_onnx(ckpt, tmp / "seg.onnx")
+    graph = tmp / "seg.onnx"  # `dxkit export` checks ONNX Runtime against PyTorch
+    assert run_cli(["export", str(ckpt), "--out", str(graph)]) == 0
     onnx, onnx_masks = predicted(load_segment_model(graph))
     assert run_cli(["predict", str(graph), *files, "--out", str(tmp / "onnx-pred")]) == 0
     onnx_cli = rows(tmp / "onnx-pred" / "predictions.csv")
