@@ -161,7 +161,8 @@ def test_classifier_consumers_agree(tmp_path_factory, three_d: bool) -> None:  #
     graph = export_onnx(run["ckpt"], tmp / "model.onnx")
     onnx = predictor_rows(OnnxPredictor.from_path(graph).predict_files(files), names)
     kind = "application/octet-stream" if three_d else "image/png"
-    server = server_rows(TestClient(create_app([run["ckpt"]])), run["files"], kind)
+    client = TestClient(create_app([run["ckpt"]]), base_url="http://127.0.0.1")
+    server = server_rows(client, run["files"], kind)
     # dxkit explain reports the served probability of the finding it maps (binary: the one)
     shown = explain_scans(run["ckpt"], files[:4], tmp / "explain", finding=names[0])["scans"]
     heatmap = {
