@@ -267,7 +267,7 @@ def test_segmenter_consumers_agree(tmp_path_factory) -> None:  # type: ignore[no
     from dxkit.data.synthetic_siim import write_siim_fixture
     from dxkit.infer.segment_model import load_segmenter
     from dxkit.infer.segment_onnx import load_segment_model
-    from dxkit.infer.segment_predict import predict_files
+    from dxkit.infer.segment_predict import predict_files, read_image
     from dxkit.preprocess.rle import decode_rle
     from dxkit.serve.app import create_app
 
@@ -340,6 +340,23 @@ def test_segmenter_consumers_agree(tmp_path_factory) -> None:  # type: ignore[no
         {"predict CLI": cli, "predict_files": python, "server": served(ckpt, masks), "ONNX": onnx,
          "predict CLI (ONNX)": onnx_cli, "server (ONNX)": served(graph, onnx_masks)},
     )  # fmt: skip
+    # The recorded TTA matters here (the comparison can fail): without the flip, other numbers.
+    images = [read_image(Path(f), model) for f in files]
+    flipped, plain = model.predict(images)[0], model.predict(images, tta=False)[0]
+    assert np.abs(flipped - plain).max() > 1e-4
+    # A PNG goes through the same reader function as `dxkit predict`'s; explain is refused.
+    png = tmp / "first.png"
+    Image.fromarray(np.round(images[0] * 255).astype(np.uint8)).save(png)
+    client = TestClient(create_app([graph]), base_url="http://127.0.0.1")
+    r = client.post("/v1/predict", files=[("files", ("first.png", png.read_bytes(), "image/png"))])
+    assert r.status_code == 200, r.text
+    expected = predict_files(load_segment_model(graph), [png])[0]
+    assert r.json()["segmentation"]["probability"] == expected.probability
+    assert r.json()["findings"][0]["positive"] == expected.positive
+    described = client.get("/v1/models").json()["models"][0]
+    assert (described["kind"], described["backend"], described["tta"]) == ("segment", "onnx", True)
+    png_part = [("files", ("first.png", png.read_bytes(), "image/png"))]
+    assert client.post("/v1/explain", files=png_part).status_code == 409
     # ONNX's masks can differ from the eager ones only where the upsampled map lies within
     # float error of the threshold: a few pixels at most, never a region.
     for f in files:
