@@ -182,7 +182,11 @@ def _answer(
         }
     if view:
         body["view"] = {
-            "planes": {name: plane_view(a, scan.hounsfield) for name, a in scan.planes.items()},
+            "planes": {
+                # a radiograph is in [0, 1]: shown on the 0–255 scale of the other images
+                name: plane_view(a * 255.0 if scan.kind == "radiograph" else a, scan.hounsfield)
+                for name, a in scan.planes.items()
+            },
             "file_windows": [{"center": c, "width": w} for c, w in scan.file_windows],
         }
     body["seconds"] = round(time.perf_counter() - start, 4)
