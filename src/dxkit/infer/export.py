@@ -1,4 +1,5 @@
-"""Export a classifier checkpoint to ONNX with its preprocessing inside the graph.
+"""Export a checkpoint to ONNX: here the classifier's graph, with its preprocessing inside
+(segmenters: ``segment_onnx``; exam bundles: ``exam_onnx``; ``export_onnx`` picks by kind).
 
 The graph takes the scan as ``dxkit.io.read_scan`` returns it — any height and width, in
 Hounsfield units for a CT-window model, 0–255 for an image model — and returns the

@@ -82,8 +82,9 @@ class OnnxPredictor:
         meta = read_onnx_metadata(path)
         if meta.get("kind", "classify") != "classify":
             raise CheckpointError(
-                f"{path}: a {meta['kind']!r} export, not a classifier; load it with "
-                "dxkit.infer.onnx_predictor.onnx_kind to pick its runtime"
+                f"{path}: a {meta['kind']!r} export, not a classifier; run it with dxkit "
+                "predict/serve, or load it with segment_onnx.load_segment_model (segment) or "
+                "ExamPredictor.from_bundle (exam)"
             )
         return cls(path, meta, threads)
 

@@ -38,6 +38,7 @@ from dxkit.infer.segment_model import (
 log = logging.getLogger(__name__)
 IMAGE = "image"
 MAP, HEAD = "probability_map", "classifier"
+OPERATING_POINT_KEYS = ("threshold", "min_area", "min_area_at_size", "classifier", "preferred")
 
 
 class SegmentGraph(nn.Module):
@@ -61,7 +62,8 @@ def segment_metadata(checkpoint: Path, model: SegmentModel) -> dict[str, Any]:
         "format": FORMAT,
         "kind": "segment",
         "label_names": [LABEL],
-        "thresholds": dict(model.thresholds),
+        # the operating points (not the validation scores: those may be NaN, not JSON)
+        "thresholds": {k: model.thresholds.get(k) for k in OPERATING_POINT_KEYS},
         "decision": model.decision,
         "tta": model.tta,
         "model": model.meta["model"],
