@@ -250,6 +250,10 @@ def test_exam_bundle_consumers_agree(tmp_path_factory) -> None:  # type: ignore[
                                 np.array([int(f["positive"]) for f in found]))  # fmt: skip
         return out
 
+    onnx_client = TestClient(create_app([graph]), base_url="http://127.0.0.1")
+    planes = {p: (f"{p}.npy", (folders[0] / f"{p}.npy").read_bytes(), "application/x-npy")
+              for p in predictor.planes}  # fmt: skip
+    assert onnx_client.post("/v1/explain", files=planes).status_code == 409  # no gradients
     compare(
         "exam bundle",
         evaluated,
@@ -357,6 +361,8 @@ def test_segmenter_consumers_agree(tmp_path_factory) -> None:  # type: ignore[no
     assert (described["kind"], described["backend"], described["tta"]) == ("segment", "onnx", True)
     png_part = [("files", ("first.png", png.read_bytes(), "image/png"))]
     assert client.post("/v1/explain", files=png_part).status_code == 409
+    two = [("files", (Path(f).name, Path(f).read_bytes(), "application/dicom")) for f in files[:2]]
+    assert client.post("/v1/predict", files=two).status_code == 422  # one radiograph at a time
     # ONNX's masks can differ from the eager ones only where the upsampled map lies within
     # float error of the threshold: a few pixels at most, never a region.
     for f in files:
