@@ -1,7 +1,7 @@
 """What is evaluated is what is served, for every shipped model kind: after training a tiny
 model, ``dxkit evaluate``'s per-scan probabilities (its ``predictions.csv``), ``dxkit
 predict --out`` (the CLI), the server's ``/v1/predict``, the Python predictor and the
-exported ONNX model (classifiers) agree within 1e-5 on the same files, and every
+exported ONNX model agree within 1e-5 on the same files, and every
 positive/negative call is the same. Run with ``-s`` to see the measured differences."""
 
 from __future__ import annotations
@@ -161,9 +161,8 @@ def test_classifier_consumers_agree(tmp_path_factory, three_d: bool) -> None:  #
     graph = export_onnx(run["ckpt"], tmp / "model.onnx")
     onnx = predictor_rows(OnnxPredictor.from_path(graph).predict_files(files), names)
     kind = "application/octet-stream" if three_d else "image/png"
-    server = server_rows(
-        TestClient(create_app([run["ckpt"]]), base_url="http://127.0.0.1"), run["files"], kind
-    )
+    client = TestClient(create_app([run["ckpt"]]), base_url="http://127.0.0.1")
+    server = server_rows(client, run["files"], kind)
     # dxkit explain reports the served probability of the finding it maps (binary: the one)
     shown = explain_scans(run["ckpt"], files[:4], tmp / "explain", finding=names[0])["scans"]
     heatmap = {
@@ -188,6 +187,7 @@ def test_classifier_consumers_agree(tmp_path_factory, three_d: bool) -> None:  #
 def test_exam_bundle_consumers_agree(tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
+    from dxkit.data.sources.mrnet import load_exam_folder
     from dxkit.data.synthetic_mrnet import write_mrnet_fixture
     from dxkit.infer.exam_predict import ExamPredictor
     from dxkit.serve.app import create_app
@@ -223,28 +223,57 @@ def test_exam_bundle_consumers_agree(tmp_path_factory) -> None:  # type: ignore[
     assert run_cli(["predict", str(bundle), *map(str, folders), "--out", str(out)]) == 0
     cli = by_exam(read_csv(out, "exam", names))
     python = by_exam(predictor_rows([predictor.predict_folder(f) for f in folders], names))
-    client = TestClient(create_app([bundle]), base_url="http://127.0.0.1")
-    server = {}
-    for folder in folders:
-        planes = {p: (f"{p}.npy", (folder / f"{p}.npy").read_bytes(), "application/octet-stream")
-                  for p in predictor.planes}  # fmt: skip
-        r = client.post("/v1/predict", files=planes)
-        assert r.status_code == 200, r.text
-        found = r.json()["findings"]
-        server[folder.name] = (np.array([f["probability"] for f in found]),
-                               np.array([int(f["positive"]) for f in found]))  # fmt: skip
+    graph = tmp / "bundle.onnx"  # `dxkit export` checks ONNX Runtime against PyTorch
+    assert run_cli(["export", str(bundle), "--out", str(graph)]) == 0
+    assert run_cli(["predict", str(graph), *map(str, folders), "--out", str(tmp / "onnx.csv")]) == 0
+    onnx_cli = by_exam(read_csv(tmp / "onnx.csv", "exam", names))
+    exported = ExamPredictor.from_bundle(graph)
+    assert exported.model.tta == predictor.model.tta
+    onnx = by_exam(predictor_rows([exported.predict_folder(f) for f in folders], names))
+    # Exam training records no TTA today; were it recorded, the ONNX runtime's mirrored
+    # series would match the eager one's (the same exam_model code drives both).
+    exams = [load_exam_folder(f) for f in folders[:3]]
+    with_flips = [m.model.plane_probabilities(exams, tta=True) for m in (predictor, exported)]
+    assert np.abs(with_flips[0] - with_flips[1]).max() <= TOL
+    assert np.abs(with_flips[0] - predictor.model.plane_probabilities(exams)).max() > 1e-4
+
+    def served(model: Path) -> Rows:
+        client = TestClient(create_app([model]), base_url="http://127.0.0.1")
+        out = {}
+        for folder in folders:
+            planes = {p: (f"{p}.npy", (folder / f"{p}.npy").read_bytes(), "application/x-npy")
+                      for p in predictor.planes}  # fmt: skip
+            r = client.post("/v1/predict", files=planes)
+            assert r.status_code == 200, r.text
+            found = r.json()["findings"]
+            out[folder.name] = (np.array([f["probability"] for f in found]),
+                                np.array([int(f["positive"]) for f in found]))  # fmt: skip
+        return out
+
+    onnx_client = TestClient(create_app([graph]), base_url="http://127.0.0.1")
+    planes = {p: (f"{p}.npy", (folders[0] / f"{p}.npy").read_bytes(), "application/x-npy")
+              for p in predictor.planes}  # fmt: skip
+    assert onnx_client.post("/v1/explain", files=planes).status_code == 409  # no gradients
     compare(
-        "exam bundle", evaluated, {"predict CLI": cli, "server": server, "ExamPredictor": python}
-    )
+        "exam bundle",
+        evaluated,
+        {"predict CLI": cli, "server": served(bundle), "ExamPredictor": python, "ONNX": onnx,
+         "predict CLI (ONNX)": onnx_cli, "server (ONNX)": served(graph)},
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- segmenter
 
 
 def test_segmenter_consumers_agree(tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
     from dxkit.data.synthetic_siim import write_siim_fixture
     from dxkit.infer.segment_model import load_segmenter
-    from dxkit.infer.segment_predict import predict_files
+    from dxkit.infer.segment_onnx import load_segment_model
+    from dxkit.infer.segment_predict import predict_files, read_image
+    from dxkit.preprocess.rle import decode_rle
+    from dxkit.serve.app import create_app
 
     tmp = tmp_path_factory.mktemp("siim")
     dicom, rle_csv, _ = write_siim_fixture(tmp / "data", n_images=24, shape=(96, 80))
@@ -253,7 +282,7 @@ def test_segmenter_consumers_agree(tmp_path_factory) -> None:  # type: ignore[no
         "data": {"source": "siim", "path": str(dicom), "csv": str(rle_csv), "batch_size": 4,
                  "val_fraction": 0.25, "test_fraction": 0.25},
         "preprocess": {"size": 32}, "segment": {"decision": "both"},
-        "train": {"epochs": 1, "lr": 0.003}, "evaluate": {"bootstrap": 10},
+        "train": {"epochs": 1, "lr": 0.003}, "evaluate": {"bootstrap": 10, "tta": True},
     }  # fmt: skip
     recipe = tmp / "seg.yaml"
     recipe.write_text(yaml.safe_dump(raw))
@@ -273,11 +302,68 @@ def test_segmenter_consumers_agree(tmp_path_factory) -> None:  # type: ignore[no
     files = sorted(evaluated)
     assert run_cli(["predict", str(run_dir), *files, "--out", str(tmp / "pred")]) == 0
     cli = rows(tmp / "pred" / "predictions.csv")
-    model = load_segmenter(run_dir / "checkpoints" / "best.ckpt")
-    python = {
-        p.source: (np.array([p.probability, p.mask_score]), np.array([int(p.positive)]))
-        for p in predict_files(model, [Path(f) for f in files])
-    }
-    # The server serves classifiers and exam bundles, and ONNX export covers classifiers:
-    # a segmenter has these two consumers.
-    compare("segmenter", evaluated, {"predict CLI": cli, "predict_files": python})
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    model = load_segmenter(ckpt)
+    assert model.has_classifier  # decision "both": the graph has the head's output too
+    assert model.tta  # the flipped view is averaged in: inside the exported graph too
+
+    def predicted(segmenter) -> tuple[Rows, dict]:  # type: ignore[no-untyped-def]
+        found = predict_files(segmenter, [Path(f) for f in files])
+        rows = {p.source: (np.array([p.probability, p.mask_score]), np.array([int(p.positive)]))
+                for p in found}  # fmt: skip
+        return rows, {p.source: p.mask for p in found}
+
+    python, masks = predicted(model)
+    graph = tmp / "seg.onnx"  # `dxkit export` checks ONNX Runtime against PyTorch
+    assert run_cli(["export", str(ckpt), "--out", str(graph)]) == 0
+    onnx, onnx_masks = predicted(load_segment_model(graph))
+    assert run_cli(["predict", str(graph), *files, "--out", str(tmp / "onnx-pred")]) == 0
+    onnx_cli = rows(tmp / "onnx-pred" / "predictions.csv")
+
+    def served(path: Path, expected: dict) -> Rows:  # type: ignore[type-arg]
+        client = TestClient(create_app([path]), base_url="http://127.0.0.1")
+        out = {}
+        for f in files:
+            part = ("files", (Path(f).name, Path(f).read_bytes(), "application/dicom"))
+            r = client.post("/v1/predict", files=[part])
+            assert r.status_code == 200, r.text
+            body = r.json()
+            seg, finding = body["segmentation"], body["findings"][0]
+            assert finding["probability"] == seg["probability"]
+            assert finding["positive"] == seg["positive"]
+            shape = (seg["mask"]["height"], seg["mask"]["width"])
+            mask = decode_rle(seg["mask"]["rle"], shape)
+            assert (mask == expected[f]).all(), f"{path.name}: the served mask of {f} differs"
+            out[f] = (np.array([seg["probability"], seg["mask_score"]]),
+                      np.array([int(seg["positive"])]))  # fmt: skip
+        return out
+
+    compare(
+        "segmenter",
+        evaluated,
+        {"predict CLI": cli, "predict_files": python, "server": served(ckpt, masks), "ONNX": onnx,
+         "predict CLI (ONNX)": onnx_cli, "server (ONNX)": served(graph, onnx_masks)},
+    )  # fmt: skip
+    # The recorded TTA matters here (the comparison can fail): without the flip, other numbers.
+    images = [read_image(Path(f), model) for f in files]
+    flipped, plain = model.predict(images)[0], model.predict(images, tta=False)[0]
+    assert np.abs(flipped - plain).max() > 1e-4
+    # A PNG goes through the same reader function as `dxkit predict`'s; explain is refused.
+    png = tmp / "first.png"
+    Image.fromarray(np.round(images[0] * 255).astype(np.uint8)).save(png)
+    client = TestClient(create_app([graph]), base_url="http://127.0.0.1")
+    r = client.post("/v1/predict", files=[("files", ("first.png", png.read_bytes(), "image/png"))])
+    assert r.status_code == 200, r.text
+    expected = predict_files(load_segment_model(graph), [png])[0]
+    assert r.json()["segmentation"]["probability"] == expected.probability
+    assert r.json()["findings"][0]["positive"] == expected.positive
+    described = client.get("/v1/models").json()["models"][0]
+    assert (described["kind"], described["backend"], described["tta"]) == ("segment", "onnx", True)
+    png_part = [("files", ("first.png", png.read_bytes(), "image/png"))]
+    assert client.post("/v1/explain", files=png_part).status_code == 409
+    two = [("files", (Path(f).name, Path(f).read_bytes(), "application/dicom")) for f in files[:2]]
+    assert client.post("/v1/predict", files=two).status_code == 422  # one radiograph at a time
+    # ONNX's masks can differ from the eager ones only where the upsampled map lies within
+    # float error of the threshold: a few pixels at most, never a region.
+    for f in files:
+        assert (onnx_masks[f] != masks[f]).mean() <= 1e-3, f"ONNX mask of {f} differs"

@@ -88,13 +88,13 @@ def test_onnx_predictor_describes_like_predictor() -> None:
         assert exported[key] == eager[key]
 
 
-def test_only_classifiers_export(tmp_path: Path) -> None:
+def test_exam_network_checkpoints_do_not_export(tmp_path: Path) -> None:
     ckpt = torch.load(ct_checkpoint(), weights_only=True)
-    ckpt["dxkit"]["kind"] = "segment"
-    fake = tmp_path / "seg.ckpt"
+    ckpt["dxkit"]["kind"] = "exam-network"  # one network of an exam run: the bundle exports
+    fake = tmp_path / "net.ckpt"
     torch.save(ckpt, fake)
-    with pytest.raises(ConfigError, match="classifier checkpoints"):
-        export_onnx(fake, tmp_path / "seg.onnx")
+    with pytest.raises(ConfigError, match=r"bundle\.ckpt"):
+        export_onnx(fake, tmp_path / "net.onnx")
     with pytest.raises(ConfigError, match=r"\.onnx suffix"):
         export_onnx(ct_checkpoint(), tmp_path / "model.bin")
 

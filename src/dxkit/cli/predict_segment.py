@@ -14,7 +14,7 @@ from rich.table import Table
 from dxkit.explain.overlay import overlay_rgb
 from dxkit.infer.device import ProgressCallback
 from dxkit.infer.prediction_csv import write_segment_csv
-from dxkit.infer.segment_model import load_segmenter
+from dxkit.infer.segment_onnx import load_segment_model
 from dxkit.infer.segment_predict import SegmentPrediction, predict_images, read_image
 from dxkit.io.discover import BadScan, collect, discover
 from dxkit.preprocess.rle import encode_rle
@@ -45,10 +45,10 @@ def write_outputs(predictions: list[SegmentPrediction], out: Path) -> Path:
 def run_predict(
     ckpt: Path, inputs: list[Path], out: Path | None, progress: ProgressCallback | None = None
 ) -> tuple[str | Table, list[BadScan], int]:
-    """``dxkit predict CKPT FILES... [--out DIR]``: masks, overlays and a submission CSV
+    """``dxkit predict CKPT|ONNX FILES... [--out DIR]``: masks, overlays and a submission CSV
     under ``out``; without ``out`` a table of each image's probability and mask area; with
     the radiographs that could not be read and the number predicted."""
-    model = load_segmenter(ckpt)
+    model = load_segment_model(ckpt)
     items, bad = discover(inputs, "file")
     read, unread = collect(items, lambda item: read_image(item.paths[0], model))
     bad += unread

@@ -129,28 +129,31 @@ def predict(
 ) -> None:
     """Print (or write as CSV) the probability of each finding for each scan."""
     from dxkit.cli.batch import predict_scans, report_failures
+    from dxkit.infer.onnx_predictor import OnnxPredictor, onnx_kind
     from dxkit.infer.predictor import Predictor
 
     if scheduler is not None:
         _predict_on_dask(checkpoint, files, out, scheduler)
         return
+    predictor: Predictor | OnnxPredictor
     if checkpoint.suffix.lower() == ".onnx":
-        from dxkit.infer.onnx_predictor import OnnxPredictor
-
-        predictor: Predictor | OnnxPredictor = OnnxPredictor.from_path(checkpoint)
+        kind, ckpt = onnx_kind(checkpoint), checkpoint
     else:
         kind, ckpt = _kind_of(checkpoint)
-        if kind in PREDICTORS:
-            chosen = {"exam_id": exam} if exam is not None and kind == "exam" else {}
-            module = importlib.import_module(PREDICTORS[kind])
-            with progress_bar("predicting") as progress:
-                renderable, failed, done = module.run_predict(
-                    ckpt, files, out, progress=progress, **chosen
-                )
-            if done:
-                console.print(renderable)
-            report_failures(failed, done, out)
-            return
+    if kind in PREDICTORS:  # segmenters and exam bundles, checkpoints or ONNX exports
+        chosen = {"exam_id": exam} if exam is not None and kind == "exam" else {}
+        module = importlib.import_module(PREDICTORS[kind])
+        with progress_bar("predicting") as progress:
+            renderable, failed, done = module.run_predict(
+                ckpt, files, out, progress=progress, **chosen
+            )
+        if done:
+            console.print(renderable)
+        report_failures(failed, done, out)
+        return
+    if checkpoint.suffix.lower() == ".onnx":
+        predictor = OnnxPredictor.from_path(checkpoint)
+    else:
         predictor = Predictor.from_checkpoint(ckpt)
     with progress_bar("predicting") as progress:
         predictions, bad = predict_scans(predictor, files, progress)

@@ -128,7 +128,9 @@ def serve_hosts(host: str, extra: list[str]) -> list[str]:
 def export(
     checkpoint: Annotated[
         Path,
-        typer.Argument(help="A classifier .ckpt, an exam bundle.ckpt (--int8) or a run folder."),
+        typer.Argument(
+            help="A classifier or segmenter .ckpt, an exam bundle.ckpt, or a run folder."
+        ),
     ],
     format: Annotated[str, typer.Option("--format", help="Export format.")] = "onnx",
     out: Annotated[Path | None, typer.Option(help="Output .onnx (default: beside it).")] = None,
@@ -153,7 +155,8 @@ def export(
         typer.Option(help="--int8: largest |Δ probability| of any scan accepted (default 0.05)."),
     ] = None,
 ) -> None:
-    """Export a checkpoint to ONNX with its preprocessing inside the graph (+ JSON sidecar)."""
+    """Export a checkpoint to ONNX (+ JSON sidecar): a classifier with its preprocessing
+    inside the graph, a segmenter's maps, an exam bundle's plane networks."""
     from dxkit.infer.checkpoint import resolve_checkpoint
     from dxkit.infer.export import export_onnx, sidecar_path
 
@@ -194,6 +197,28 @@ def export(
 def parity_check(checkpoint: Path, onnx_path: Path, seed: int = 0) -> float:
     """Max absolute probability difference on generated inputs of the checkpoint's kind
     (Hounsfield-like for CT, 0–255 otherwise) at 1.5× the model size (exercising the resize)."""
+    from dxkit.infer.checkpoint import checkpoint_kind
+
+    kind = checkpoint_kind(checkpoint)
+    if kind == "segment":
+        from dxkit.infer.segment_onnx import check_segment_export
+
+        diff = check_segment_export(checkpoint, onnx_path, seed)
+    elif kind == "exam":
+        from dxkit.infer.exam_onnx import check_exam_export
+
+        diff = check_exam_export(checkpoint, onnx_path, seed)
+    else:
+        diff = _classifier_difference(checkpoint, onnx_path, seed)
+    if diff > 1e-4:
+        raise CheckpointError(
+            f"{onnx_path}: ONNX Runtime differs from PyTorch by {diff:.2e} in probability "
+            "(> 1e-4); do not use this export, and report the model name"
+        )
+    return diff
+
+
+def _classifier_difference(checkpoint: Path, onnx_path: Path, seed: int) -> float:
     import numpy as np
 
     from dxkit.infer.onnx_predictor import OnnxPredictor
@@ -214,14 +239,8 @@ def parity_check(checkpoint: Path, onnx_path: Path, seed: int = 0) -> float:
     names = ["check-1", "check-2"]
     a = torch_model.predict_arrays(arrays, names)
     b = onnx_model.predict_arrays(arrays, names)
-    diff = max(
+    return max(
         abs(x.probabilities[k] - y.probabilities[k])
         for x, y in zip(a, b, strict=True)
         for k in x.probabilities
     )
-    if diff > 1e-4:
-        raise CheckpointError(
-            f"{onnx_path}: ONNX Runtime differs from PyTorch by {diff:.2e} in probability "
-            "(> 1e-4); do not use this export, and report the model name"
-        )
-    return diff

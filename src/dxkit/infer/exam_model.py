@@ -277,6 +277,12 @@ def load_exam_bundle(path: str | Path) -> ExamModel:
         except RuntimeError as err:
             raise CheckpointError(f"{path}: weights of network {key!r} do not fit: {err}") from None
     networks.eval()
+    return exam_model_from(networks, meta, path)
+
+
+def exam_model_from(networks: Any, meta: dict[str, Any], path: Path) -> ExamModel:
+    """An ``ExamModel`` of loaded ``networks`` (PyTorch, or ONNX Runtime sessions) and the
+    bundle's fusion, normalisation and thresholds (its ``meta``)."""
     thresholds = [float(t) for t in meta.get("thresholds") or [0.5] * len(networks.findings)]
     if len(thresholds) != len(networks.findings) or not all(map(math.isfinite, thresholds)):
         raise CheckpointError(f"{path}: thresholds {thresholds} do not match the findings")

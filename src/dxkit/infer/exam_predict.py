@@ -59,7 +59,12 @@ class ExamPredictor:
     @classmethod
     def from_bundle(cls, path: str | Path) -> ExamPredictor:
         """Load ``checkpoints/bundle.ckpt`` of an exam run (safely: ``weights_only=True``);
-        a ``bundle.int8.ckpt`` (``dxkit export --int8``) runs its int8 graphs."""
+        a ``bundle.int8.ckpt`` (``dxkit export --int8``) runs its int8 graphs, an ``.onnx``
+        export (``dxkit export``) its fp32 graphs."""
+        if Path(path).suffix.lower() == ".onnx":
+            from dxkit.infer.exam_onnx import load_exam_onnx
+
+            return cls(load_exam_onnx(path))
         model = load_exam_bundle(path)
         if "quantization" in model.meta:
             from dxkit.infer.checkpoint import read_checkpoint

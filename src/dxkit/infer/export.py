@@ -1,4 +1,5 @@
-"""Export a classifier checkpoint to ONNX with its preprocessing inside the graph.
+"""Export a checkpoint to ONNX: here the classifier's graph, with its preprocessing inside
+(segmenters: ``segment_onnx``; exam bundles: ``exam_onnx``; ``export_onnx`` picks by kind).
 
 The graph takes the scan as ``dxkit.io.read_scan`` returns it — any height and width, in
 Hounsfield units for a CT-window model, 0–255 for an image model — and returns the
@@ -198,7 +199,7 @@ def export_metadata(checkpoint: Path, pre: Preprocessing, meta: dict[str, Any]) 
             "outside": outside,
             "opset": OPSET,
         },
-        "source_checkpoint": {"name": checkpoint.name, "sha256": _sha256(checkpoint)},
+        "source_checkpoint": source_of(checkpoint),
         "dxkit_version": __version__,
         "trained_with": meta.get("dxkit_version"),
     }
@@ -207,21 +208,26 @@ def export_metadata(checkpoint: Path, pre: Preprocessing, meta: dict[str, Any]) 
 def export_onnx(checkpoint: str | Path, out_path: str | Path | None = None) -> Path:
     """Write ``checkpoint`` as an ONNX graph (preprocessing inside) plus its JSON sidecar.
 
-    Returns the ``.onnx`` path (default: beside the checkpoint, same stem).
+    Returns the ``.onnx`` path (default: beside the checkpoint, same stem). A segmenter
+    (``infer.segment_onnx``) and an exam bundle (``infer.exam_onnx``) have their own graphs.
     """
     checkpoint = Path(checkpoint)
-    # The kind first (a clear "classifiers only"); load_checkpoint then checks the contract.
     kind = str(read_checkpoint(checkpoint, check=False)["dxkit"].get("kind", "classify"))
+    out = onnx_out_path(checkpoint, out_path)
+    if kind == "segment":
+        from dxkit.infer.segment_onnx import export_segmenter_onnx
+
+        return export_segmenter_onnx(checkpoint, out)
+    if kind == "exam":
+        from dxkit.infer.exam_onnx import export_exam_onnx
+
+        return export_exam_onnx(checkpoint, out)
     if kind != "classify":
         raise ConfigError(
-            f"{checkpoint}: ONNX export covers classifier checkpoints; this one is a {kind!r} "
-            "checkpoint — serve it with its .ckpt instead"
+            f"{checkpoint}: a {kind!r} checkpoint (one network of an exam run) has no ONNX "
+            "export; export the run's checkpoints/bundle.ckpt"
         )
-    loaded = load_checkpoint(checkpoint)
-    out = Path(out_path) if out_path is not None else checkpoint.with_suffix(".onnx")
-    if out.suffix != ".onnx":
-        raise ConfigError(f"--out {out}: give the file an .onnx suffix")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    loaded = load_checkpoint(checkpoint)  # checks the contract
     pre = loaded.preprocessing
     wrapper = ScanToProbabilities(loaded.model.cpu(), pre, loaded.task, tta=loaded.tta).eval()
     size = pre.size or 64
@@ -230,35 +236,64 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path | None = None) -> P
     torch.onnx.register_custom_op_symbolic(
         "aten::_upsample_bilinear2d_aa", _resize_aa_symbolic, OPSET
     )
+    metadata = export_metadata(checkpoint, pre, {**loaded.meta, "tta": loaded.tta})
+    save_graph(
+        wrapper, example, out, metadata, [INPUT_NAME], list(OUTPUT_NAMES),
+        {INPUT_NAME: {0: "batch", **spatial_axes}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
+        what=f"{checkpoint}: model {loaded.meta['model']['name']!r}",
+    )  # fmt: skip
+    log.info("exported %s → %s", checkpoint.name, out)
+    return out
+
+
+def onnx_out_path(checkpoint: Path, out_path: str | Path | None) -> Path:
+    """``--out`` (an ``.onnx`` file), else beside the checkpoint with the same stem."""
+    out = Path(out_path) if out_path is not None else checkpoint.with_suffix(".onnx")
+    if out.suffix != ".onnx":
+        raise ConfigError(f"--out {out}: give the file an .onnx suffix")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def save_graph(
+    module: nn.Module,
+    example: torch.Tensor,
+    out: Path,
+    metadata: dict[str, Any],
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    what: str,
+) -> None:
+    """Export ``module`` (TorchScript exporter, ``OPSET``) to ``out`` with ``metadata``
+    embedded and written beside it; a failed export leaves nothing behind."""
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(
-                wrapper,
+                module,
                 (example,),
                 str(tmp),
-                input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
-                dynamic_axes={
-                    INPUT_NAME: {0: "batch", **spatial_axes},
-                    **{name: {0: "batch"} for name in OUTPUT_NAMES},
-                },
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
                 opset_version=OPSET,
                 dynamo=False,
             )
-        metadata = export_metadata(checkpoint, pre, {**loaded.meta, "tta": loaded.tta})
         _embed_metadata(tmp, metadata)
         tmp.replace(out)
     except (RuntimeError, torch.onnx.errors.OnnxExporterError) as err:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(
-            f"{checkpoint}: model {loaded.meta['model']['name']!r} could not be exported to "
-            f"ONNX ({type(err).__name__}: {str(err)[:300]})"
+            f"{what} could not be exported to ONNX ({type(err).__name__}: {str(err)[:300]})"
         ) from None
     sidecar_path(out).write_text(json.dumps(metadata, indent=2) + "\n")
-    log.info("exported %s → %s", checkpoint.name, out)
-    return out
+
+
+def source_of(checkpoint: Path) -> dict[str, str]:
+    """The checkpoint an export came from: its name and SHA-256."""
+    return {"name": checkpoint.name, "sha256": _sha256(checkpoint)}
 
 
 def _embed_metadata(path: Path, metadata: dict[str, Any]) -> None:

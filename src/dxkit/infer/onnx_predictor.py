@@ -47,6 +47,14 @@ def read_onnx_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
+def onnx_kind(path: str | Path) -> str:
+    """``classify``, ``segment`` or ``exam``: the kind of model an ``.onnx`` export holds."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: no such ONNX file; export one with `dxkit export`")
+    return str(read_onnx_metadata(path).get("kind", "classify"))
+
+
 class OnnxPredictor:
     """Same interface as ``Predictor`` (``describe``, ``prepare``, ``predict_arrays``,
     ``predict_files``), backed by an ONNX Runtime CPU session."""
@@ -71,7 +79,14 @@ class OnnxPredictor:
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(f"{path}: no such ONNX file; export one with `dxkit export`")
-        return cls(path, read_onnx_metadata(path), threads)
+        meta = read_onnx_metadata(path)
+        if meta.get("kind", "classify") != "classify":
+            raise CheckpointError(
+                f"{path}: a {meta['kind']!r} export, not a classifier; run it with dxkit "
+                "predict/serve, or load it with segment_onnx.load_segment_model (segment) or "
+                "ExamPredictor.from_bundle (exam)"
+            )
+        return cls(path, meta, threads)
 
     @property
     def label_names(self) -> list[str]:

@@ -57,7 +57,8 @@ class OneSeries(nn.Module):
 
 
 class OrtNetwork:
-    """An int8 graph with the call signature the exam inference uses: ``net(series)``."""
+    """An ONNX graph of one plane network (int8, or fp32 from ``exam_onnx``) with the call
+    signature the exam inference uses: ``net(series)``."""
 
     def __init__(self, graph: bytes, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -66,17 +67,23 @@ class OrtNetwork:
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.log_severity_level = 3
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name  # SERIES, or "<network>/series"
 
     def eval(self) -> OrtNetwork:
         return self
 
+    def to(self, device: Any) -> OrtNetwork:
+        """ONNX Runtime runs on the CPU whatever the device the exam inference asks for."""
+        del device
+        return self
+
     def __call__(self, series: Any, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is not None:
-            raise ConfigError("int8 exam networks take a list of series, not a padded batch")
+            raise ConfigError("ONNX exam networks take a list of series, not a padded batch")
         out = []
         for s in series:  # (C, D, H, W) → slices (D, C, H, W)
             x = np.ascontiguousarray(s.movedim(1, 0).numpy(), dtype=np.float32)
-            out.append(torch.from_numpy(self.session.run(None, {SERIES: x})[0][0]))
+            out.append(torch.from_numpy(self.session.run(None, {self.input: x})[0][0]))
         return torch.stack(out)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from dxkit.infer.segment_model import (
 )
 from dxkit.io.radiograph import read_radiograph
 from dxkit.io.raster import read_raster
+
+if TYPE_CHECKING:
+    from dxkit.infer.segment_onnx import OnnxSegmentModel
 
 log = logging.getLogger(__name__)
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -54,16 +57,29 @@ class SegmentPrediction:
         return int(self.mask.sum())
 
 
-def read_image(path: Path, model: SegmentModel) -> np.ndarray:
+def read_image(path: Path, model: SegmentModel | OnnxSegmentModel) -> np.ndarray:
     """A radiograph file → ``(H, W)`` float32 in [0, 1] (colour images averaged to grey)."""
     suffix = path.suffix.lower()
     if suffix in DICOM_SUFFIXES:
         return read_radiograph(path, scaling=model.scaling).pixels
     if suffix in RASTER_SUFFIXES:
-        return read_raster(path).mean(axis=0) / 255.0
+        return raster_pixels(read_raster(path))
     raise UnsupportedFormatError(
         f"{path}: {suffix or 'no extension'} is not a radiograph format; pass .dcm, .png or .jpg"
     )
+
+
+def raster_pixels(raster: np.ndarray) -> np.ndarray:
+    """A read PNG/JPEG ``(C, H, W)`` in 0–255 → ``(H, W)`` in [0, 1] (colour averaged)."""
+    return np.asarray(raster).mean(axis=0) / 255.0
+
+
+def operating_point(thresholds: dict[str, Any], has_classifier: bool) -> tuple[str, float]:
+    """The path that makes the image-level call (``"classifier"`` or ``"mask"``) and its
+    validation threshold: the classifier head when preferred and present, else the mask."""
+    if thresholds.get("preferred", "segmenter") == "classifier" and has_classifier:
+        return "classifier", float(thresholds["classifier"])
+    return "mask", float(thresholds["threshold"])
 
 
 def image_call(
@@ -71,13 +87,15 @@ def image_call(
 ) -> tuple[float, bool]:
     """The image-level probability and call: the preferred path's (validation) operating
     point — the classifier head's ``p >= t``, else the mask score's ``score > threshold``."""
-    if thresholds.get("preferred", "segmenter") == "classifier" and classifier is not None:
-        return classifier, classifier >= float(thresholds["classifier"])
-    return mask_score, mask_score > float(thresholds["threshold"])
+    path, t = operating_point(thresholds, classifier is not None)
+    if path == "classifier":
+        assert classifier is not None
+        return classifier, classifier >= t
+    return mask_score, mask_score > t
 
 
 def predict_images(
-    model: SegmentModel,
+    model: SegmentModel | OnnxSegmentModel,
     images: list[np.ndarray],
     sources: list[str],
     progress: ProgressCallback | None = None,
@@ -107,7 +125,9 @@ def predict_images(
 
 
 def predict_files(
-    model: SegmentModel, files: list[Path], progress: ProgressCallback | None = None
+    model: SegmentModel | OnnxSegmentModel,
+    files: list[Path],
+    progress: ProgressCallback | None = None,
 ) -> list[SegmentPrediction]:
     """Masks and probabilities for each file (all files are read before any prediction)."""
     images = [read_image(path, model) for path in files]

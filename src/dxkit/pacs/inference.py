@@ -163,7 +163,7 @@ class PacsModel:
         return ModelOutput(findings, {"scan": headers}, heatmap=heatmap)
 
     def _segment(self, instances: list[Dataset], tmp: Path) -> ModelOutput:
-        from dxkit.infer.segment_predict import predict_files
+        from dxkit.infer.segment_predict import operating_point, predict_files
 
         files = []
         for i, ds in enumerate(instances):
@@ -173,8 +173,7 @@ class PacsModel:
         model = self._loaded()
         predictions = predict_files(model, files)
         th = model.thresholds
-        threshold = float(th["classifier"] if th.get("preferred") == "classifier"
-                          else th["threshold"])  # fmt: skip
+        threshold = operating_point(th, model.has_classifier)[1]  # the deciding path's
         name = str((model.meta.get("label_names") or ["finding"])[0])
         findings = []
         for i, p in enumerate(predictions):

@@ -126,7 +126,7 @@ def missing_file_message(content_type: str, form: Any) -> str:
 UploadsField = Annotated[_Uploads, Depends(_uploads)]
 
 
-def _read_scan(request: Request, uploads: _Uploads) -> Scan:
+def _read_scan(request: Request, uploads: _Uploads, served: ServedModel) -> Scan:
     limits: Limits = request.app.state.limits
     workdir = Path(tempfile.mkdtemp(prefix="dxkit-upload-"))  # mode 0700, ours alone
     try:
@@ -135,13 +135,16 @@ def _read_scan(request: Request, uploads: _Uploads) -> Scan:
             {p: (f.filename or p, f.file) for p, f in uploads.planes.items() if f is not None},
             limits,
             workdir,
+            radiograph=getattr(served, "radiograph_scaling", None),  # segmenters
         )
     finally:
         remove_workdir(workdir)
 
 
 def _findings_json(model: ServedModel, found: Findings) -> list[dict[str, Any]]:
-    positive = model.decisions(found.probabilities)
+    positive = (
+        found.positive if found.positive is not None else model.decisions(found.probabilities)
+    )
     out = []
     for i, name in enumerate(model.label_names):
         item: dict[str, Any] = {
@@ -170,6 +173,8 @@ def _answer(
         "findings": _findings_json(model, found),
         "input_warning": found.input_warning,
     }
+    if found.segmentation is not None:
+        body["segmentation"] = found.segmentation
     if found.per_slice is not None:
         body["per_slice"] = {
             "plane": "scan",
@@ -177,7 +182,11 @@ def _answer(
         }
     if view:
         body["view"] = {
-            "planes": {name: plane_view(a, scan.hounsfield) for name, a in scan.planes.items()},
+            "planes": {
+                # a radiograph is in [0, 1]: shown on the 0–255 scale of the other images
+                name: plane_view(a * 255.0 if scan.kind == "radiograph" else a, scan.hounsfield)
+                for name, a in scan.planes.items()
+            },
             "file_windows": [{"center": c, "width": w} for c, w in scan.file_windows],
         }
     body["seconds"] = round(time.perf_counter() - start, 4)
@@ -195,7 +204,7 @@ def predict(
     """Probability of each finding for one uploaded scan, against its threshold."""
     start = time.perf_counter()
     served = _model(request, model)
-    scan = _read_scan(request, uploads)
+    scan = _read_scan(request, uploads, served)
     found = served.predict(scan)
     log.info("request %s: predict %s on a %s", request.state.request_id, served.name, scan.kind)
     return _answer(request, served, scan, found, view, start)
@@ -265,7 +274,7 @@ def explain(
     served.check_explain(method)
     if output not in ("json", "dicom"):
         raise RequestError(f"output {output!r}: use 'json' or 'dicom'")
-    scan = _read_scan(request, uploads)
+    scan = _read_scan(request, uploads, served)
     if output == "dicom":
         from dxkit.serve.dicom_out import check_dicom_output
 

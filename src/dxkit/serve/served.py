@@ -39,6 +39,8 @@ class Findings:
     deciding: list[dict[str, int] | None] = field(default_factory=list)
     per_plane: dict[str, np.ndarray] | None = None
     input_warning: str | None = None  # preprocess.input_profile: unlike the training data
+    positive: list[bool] | None = None  # the calls when the model's own rule made them
+    segmentation: dict[str, Any] | None = None  # a segmenter's mask and image-level scores
 
 
 @dataclass
@@ -302,14 +304,40 @@ class ServedModel:
         return np.maximum(np.concatenate(out), 0.0), slices
 
 
+def _served(path: Path, threads: int | None, slots: Any) -> Any:
+    """The served wrapper of one checkpoint or export, by its kind."""
+    from dxkit.infer.checkpoint import checkpoint_kind
+    from dxkit.infer.onnx_predictor import OnnxPredictor, onnx_kind
+
+    onnx = path.suffix.lower() == ".onnx"
+    kind = onnx_kind(path) if onnx else checkpoint_kind(path)
+    if kind == "exam":
+        from dxkit.infer.exam_predict import ExamPredictor
+        from dxkit.serve.served_exam import ExamServedModel
+
+        return ExamServedModel("", path, ExamPredictor.from_bundle(path), slots)
+    if kind == "segment":
+        from dxkit.infer.segment_onnx import load_segment_model
+        from dxkit.serve.served_segment import SegmentServedModel
+
+        return SegmentServedModel("", path, load_segment_model(path), slots)
+    if kind != "classify":
+        raise CheckpointError(
+            f"{path}: a {kind!r} checkpoint (one network of an exam run); serve the run's "
+            "checkpoints/bundle.ckpt"
+        )
+    if onnx:
+        return ServedModel("", path, OnnxPredictor.from_path(path, threads=threads), "onnx", slots)
+    from dxkit.infer.predictor import Predictor
+
+    eager = Predictor.from_checkpoint(path, device="cpu")
+    return ServedModel("", path, eager, "pytorch", slots)
+
+
 def load_models(paths: list[Path], threads: int | None = None, parallel: int = 1) -> dict[str, Any]:
     """Load every checkpoint (``.ckpt``) or export (``.onnx``) once, under unique names;
     ``parallel`` inferences at a time over all models, ONNX sessions on ``threads`` threads."""
-    from dxkit.infer.checkpoint import checkpoint_kind
-    from dxkit.infer.onnx_predictor import OnnxPredictor
-    from dxkit.infer.predictor import Predictor
-
-    models: dict[str, Any] = {}  # ServedModel or ExamServedModel
+    models: dict[str, Any] = {}  # ServedModel, ExamServedModel or SegmentServedModel
     slots = threading.BoundedSemaphore(max(1, parallel))
     for path in paths:
         path = Path(path)
@@ -319,23 +347,7 @@ def load_models(paths: list[Path], threads: int | None = None, parallel: int = 1
             path = resolve_checkpoint(path)
         if not path.is_file():
             raise MissingFileError(f"{path}: no such checkpoint or .onnx file")
-        model: Any
-        if path.suffix.lower() == ".onnx":
-            onnx = OnnxPredictor.from_path(path, threads=threads)
-            model = ServedModel("", path, onnx, "onnx", slots)
-        elif (kind := checkpoint_kind(path)) == "exam":
-            from dxkit.infer.exam_predict import ExamPredictor
-            from dxkit.serve.served_exam import ExamServedModel
-
-            model = ExamServedModel("", path, ExamPredictor.from_bundle(path), slots)
-        elif kind == "classify":
-            eager = Predictor.from_checkpoint(path, device="cpu")
-            model = ServedModel("", path, eager, "pytorch", slots)
-        else:
-            raise CheckpointError(
-                f"{path}: a {kind!r} checkpoint; the server serves classifiers (.ckpt or "
-                "exported .onnx) and exam bundles"
-            )
+        model = _served(path, threads, slots)
         base = model_name(path)
         name, n = base, 1
         while name in models:

@@ -36,18 +36,20 @@ class _SliceHead(nn.Module):
 
 
 class ExamServedModel:
-    """An MRNet-style exam bundle (``checkpoints/bundle.ckpt``) served like a classifier."""
+    """An MRNet-style exam bundle (``checkpoints/bundle.ckpt``, or its ``.onnx`` export)
+    served like a classifier. An export has no gradients and no per-slice scores: no
+    heatmaps and no deciding slices (the probabilities are the bundle's)."""
 
-    backend = "pytorch"
     kind = "exam"
     task = "multilabel"
-    can_explain = True
 
     def __init__(self, name: str, path: Path, predictor: Any, slots: Any = None) -> None:
         self.name = name
         self.path = path
         self.predictor = predictor
         self.model = predictor.model
+        self.backend = "onnx" if path.suffix.lower() == ".onnx" else "pytorch"
+        self.can_explain = self.backend == "pytorch"
         # Predictions and Grad-CAM share the networks (hooks): one call at a time.
         self.lock = threading.Lock()
         self.slots = slots if slots is not None else threading.BoundedSemaphore(1)
@@ -92,8 +94,8 @@ class ExamServedModel:
                 "std": [norm.std],
                 "variant": self.model.networks.variant,
             },
-            "explain": True,
-            "explain_methods": list(EXAM_METHODS),
+            "explain": self.can_explain,
+            "explain_methods": list(EXAM_METHODS) if self.can_explain else [],
             "dxkit_version": meta.get("dxkit_version"),
         }
 
@@ -144,13 +146,23 @@ class ExamServedModel:
         exam = self._exam(scan)
         with self.lock, self.slots:
             result = self.predictor.predict_exams([exam], source="upload")[0]
-            deciding = self._deciding(self._inputs(exam))
+            deciding: list[Any] = (
+                self._deciding(self._inputs(exam))
+                if self.can_explain
+                else [None] * len(self.label_names)
+            )
         names = self.label_names
         probs = np.array([result.probabilities[n] for n in names])
         per_plane = {p: np.array([result.planes[p][n] for n in names]) for p in self.planes}
-        return Findings(probs, None, deciding, per_plane)  # type: ignore[arg-type]
+        return Findings(probs, None, deciding, per_plane)
 
     def check_explain(self, method: str) -> None:
+        if not self.can_explain:
+            raise RequestError(
+                f"model {self.name!r} runs as ONNX, which has no gradients for heatmaps; serve "
+                "its bundle.ckpt to explain (predictions are identical)",
+                409,
+            )
         if method not in EXAM_METHODS:
             raise RequestError(
                 f"heatmap method {method!r} is not offered for exams; use one of "

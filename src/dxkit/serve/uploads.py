@@ -38,13 +38,15 @@ from dxkit.serve.intake import (
 log = logging.getLogger("dxkit.serve")
 __all__ = ["PLANE_FIELDS", "Limits", "RequestError", "Scan", "read_upload", "remove_workdir"]
 PLANE_FIELDS: tuple[str, str, str] = ("axial", "coronal", "sagittal")
-ScanKind = Literal["image", "dicom", "series", "array", "exam"]
+ScanKind = Literal["image", "dicom", "series", "array", "exam", "radiograph"]
 
 
 @dataclass
 class Scan:
     """One uploaded study: ``planes`` maps ``"scan"`` (or axial/coronal/sagittal for an
-    exam) to float32 ``(C, H, W)`` (one image) or ``(1, D, H, W)`` (a stack of slices)."""
+    exam) to float32 ``(C, H, W)`` (one image) or ``(1, D, H, W)`` (a stack of slices).
+    A ``radiograph`` (a DICOM read for a segmenter) is ``(1, H, W)`` in [0, 1], as
+    ``io.radiograph.read_radiograph`` gives it."""
 
     kind: ScanKind
     planes: dict[str, np.ndarray]
@@ -167,6 +169,24 @@ def _as_channel_first(array: np.ndarray) -> np.ndarray:
 # --- assembling the scan ---------------------------------------------------------------
 
 
+def _radiograph_scan(files: list[ReceivedFile], budget: PixelBudget, scaling: str) -> Scan:
+    """One CR/DX DICOM read as a segmenter reads it (``read_radiograph``, its scaling)."""
+    from dxkit.io.radiograph import read_radiograph
+
+    if len(files) != 1:
+        raise RequestError(
+            f"{len(files)} DICOM files were sent; a segmenter reads one radiograph at a time",
+            422,
+        )
+    ds = _open_dicom(files[0], budget)  # the size check, before any pixel is decoded
+    pixels = read_radiograph(files[0].path, scaling=scaling).pixels  # type: ignore[arg-type]
+    description = str(ds.get("SeriesDescription") or "").strip() or None
+    if "PixelData" in ds:
+        del ds.PixelData  # keep the header, drop the pixel bytes
+    modality = ds.get("Modality")
+    return Scan("radiograph", {"scan": pixels[None]}, 1, False, modality, [], [ds], description)
+
+
 def _dicom_scan(files: list[ReceivedFile], budget: PixelBudget) -> Scan:
     from dxkit.io.dicom import decode_dataset, sort_series
 
@@ -241,7 +261,10 @@ def _plane_of(name: str) -> str | None:
 
 
 def _assemble(
-    files: list[ReceivedFile], planes: dict[str, ReceivedFile], budget: PixelBudget
+    files: list[ReceivedFile],
+    planes: dict[str, ReceivedFile],
+    budget: PixelBudget,
+    radiograph: str | None = None,
 ) -> Scan:
     if planes:
         if files:
@@ -273,6 +296,8 @@ def _assemble(
             )
         array = _read_npy(files[0], budget)
         return Scan("array", {"scan": _as_channel_first(array)}, 1)
+    if radiograph is not None:
+        return _radiograph_scan(files, budget, radiograph)
     return _dicom_scan(files, budget)
 
 
@@ -281,9 +306,11 @@ def read_upload(
     planes: dict[str, tuple[str, IO[bytes]]],
     limits: Limits,
     workdir: Path,
+    radiograph: str | None = None,
 ) -> Scan:
     """Parse one request's uploads (``(client name, stream)`` pairs; ``planes`` for an
-    exam's axial/coronal/sagittal fields) into a ``Scan``, in the private ``workdir``."""
+    exam's axial/coronal/sagittal fields) into a ``Scan``, in the private ``workdir``;
+    with ``radiograph`` (a scaling), a DICOM is read as a radiograph for a segmenter."""
     if len(files) > limits.max_files:
         raise RequestError(
             f"{len(files)} files in one request, over the limit of {limits.max_files}; zip them "
@@ -303,7 +330,7 @@ def read_upload(
         for plane, (client, stream) in planes.items():
             f = _receive(stream, client or plane, workdir / f"plane-{plane}", limits)
             by_plane[plane] = f
-        return _assemble(local, by_plane, PixelBudget(limits.max_pixels))
+        return _assemble(local, by_plane, PixelBudget(limits.max_pixels), radiograph)
     except RequestError as err:
         message = _client_message(err, [*local, *by_plane.values()])
         raise RequestError(message, err.status) from None
