@@ -103,7 +103,7 @@ def test_load_rsna_from_prepared_cache(tmp_path) -> None:
     from dxkit.preprocess.spec import Preprocessing
 
     pack_cache(tmp_path / "cache", tmp_path / "store", shard_size=8)
-    packed = load_rsna(tmp_path / "store", val_fraction=0.25, seed=0)
+    packed = load_rsna(tmp_path / "store", val_fraction=0.25, seed=0, test_fraction=0.0)
     assert packed.in_chans == 2 and packed.extra == data.extra
     pre = Preprocessing(in_chans=2, input_kind="uint8", mean=[0.0, 0.0], std=[1.0, 1.0])
     for name, split in data.splits.items():

@@ -45,7 +45,8 @@ def tiny_exam_bundle(path: Path) -> Path:
     networks = build_networks(model)
     rng = np.random.default_rng(0)
     fusion = PlaneFusion(PLANES, FINDINGS).fit(rng.random((40, 3, 3)), rng.random((40, 3)) > 0.5)
-    meta = {"kind": "exam", "format": BUNDLE_FORMAT, "model": model,
+    meta = {"kind": "exam", "format": BUNDLE_FORMAT, "model": model, "findings": FINDINGS,
+            "planes": PLANES,
             "fusion": {"state": fusion.to_state()},
             "normalization": IntensityNormalization(mean=0.4, std=0.2).to_dict(),
             "size": 32, "thresholds": [0.5, 0.4, 0.6], "dxkit_version": "test"}  # fmt: skip

@@ -42,6 +42,7 @@ def predict_partition(checkpoint: str, files: Sequence[str], batch_size: int, pa
             "file": [p.source for p in predictions],
             **{n: [p.probabilities[n] for p in predictions] for n in names},
             **{f"{n}_positive": [int(p.positive[n]) for p in predictions] for n in names},
+            "input_warning": [p.input_warning or "" for p in predictions],
         }
     )
     atomic_parquet(frame, part)
@@ -107,11 +108,12 @@ def predict_dask(
 
 
 def write_predictions_csv(table: pd.DataFrame, out: Path) -> None:
-    """The CSV layout of ``dxkit predict --out``: probabilities to 6 decimals, 0/1 calls."""
+    """The CSV layout of ``dxkit predict --out``: probabilities to 6 decimals, 0/1 calls,
+    then the input guard's warning (empty when the scan looks like the training data)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     text = table.copy()
     for column in table.columns:
-        if column != "file" and not column.endswith("_positive"):
+        if column not in ("file", "input_warning") and not column.endswith("_positive"):
             text[column] = table[column].map(lambda v: f"{v:.6f}")
     tmp = out.with_name(f".{out.name}.tmp")
     text.to_csv(tmp, index=False, lineterminator="\r\n")

@@ -124,7 +124,9 @@ def load_rsna(
         index = index[~unlabelled]
     if len(index) < 2:
         raise DataSourceError(f"{index_path}: only {len(index)} labelled slices; need at least 2")
-    index = index.reset_index(drop=True)
+    # One order whatever wrote the table (a cache index or a packed store's manifest), so
+    # the patient split is the same for both.
+    index = index.sort_values("image_id", kind="stable").reset_index(drop=True)
     labels = index[RSNA_LABELS].to_numpy(np.float32)
     groups = index["PatientID"].astype(str).to_numpy()
     if len(np.unique(groups)) < 2:
