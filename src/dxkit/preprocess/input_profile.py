@@ -16,7 +16,7 @@ scans are still predicted (with the warning) unless the caller asks for strict i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,3 +86,16 @@ def check_input(
     if not problems:
         return None
     return "input unlike the training data: " + "; ".join(problems)
+
+
+def check_inputs(
+    profile: dict[str, Any] | None,
+    arrays: Sequence[np.ndarray],
+    modalities: Sequence[str | None] | None = None,
+) -> list[str | None]:
+    """``check_input`` for each scan of a batch: what every predictor (eager or ONNX,
+    classifier or segmenter) attaches to its predictions as ``input_warning``."""
+    return [
+        check_input(profile, array, modalities[i] if modalities else None)
+        for i, array in enumerate(arrays)
+    ]

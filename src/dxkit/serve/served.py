@@ -229,8 +229,7 @@ class ServedModel:
         """The input guard's warning for ``array`` (None when like the training data)."""
         from dxkit.preprocess.input_profile import check_input
 
-        loaded = getattr(self.predictor, "loaded", None)
-        return check_input(getattr(loaded, "meta", {}).get("input_profile"), array)
+        return check_input(self.predictor.input_profile, array)
 
     def decisions(self, probs: np.ndarray) -> list[bool]:
         """Positive or not per finding: the one decision rule of every predictor."""
