@@ -4,7 +4,9 @@ by ``dxkit evaluate`` (in the run folder) alike, so the two can be diffed row by
 Classifiers: ``file`` (the scan's path, or its id for in-memory data), one probability
 column per finding, then ``<finding>_positive`` (0/1). Exam bundles: ``exam`` (the exam
 folder or id), the fused probabilities, the calls, then ``<plane>_<finding>``. Segmenters:
-``ImageId, file, probability, positive, mask_score, classifier, area``.
+``ImageId, file, probability, positive, mask_score, classifier, area``. ``dxkit predict``
+adds ``input_warning`` last to classifier and segmenter rows (the input guard), a column
+``evaluate`` does not write.
 """
 
 from __future__ import annotations
@@ -82,14 +84,17 @@ def write_exam_csv(
     )
 
 
-def write_segment_csv(path: Path, predictions: Sequence[Any]) -> Path:
-    """``SegmentPrediction`` or ``SegmentRow`` rows → ``path``."""
+def write_segment_csv(path: Path, predictions: Sequence[Any], input_warning: bool = False) -> Path:
+    """``SegmentPrediction`` or ``SegmentRow`` rows → ``path``; ``input_warning`` adds that
+    column last (``dxkit predict``), as for classifiers."""
+    extra = ["input_warning"] if input_warning else []
     return _write(
         path,
-        ["ImageId", "file", "probability", "positive", "mask_score", "classifier", "area"],
+        ["ImageId", "file", "probability", "positive", "mask_score", "classifier", "area", *extra],
         (
             [p.image_id, p.source, _number(p.probability), int(p.positive),
              _number(p.mask_score), "" if p.classifier is None else _number(p.classifier), p.area]
+            + ([getattr(p, "input_warning", None) or ""] if input_warning else [])
             for p in predictions
         ),
     )  # fmt: skip
