@@ -142,8 +142,7 @@ def predict(
         kind, ckpt = _kind_of(checkpoint)
     if kind in PREDICTORS:  # segmenters and exam bundles, checkpoints or ONNX exports
         chosen: dict[str, Any] = {"exam_id": exam} if exam is not None and kind == "exam" else {}
-        if kind == "segment":
-            chosen["strict_inputs"] = strict_inputs
+        chosen["strict_inputs"] = strict_inputs
         module = importlib.import_module(PREDICTORS[kind])
         with progress_bar("predicting") as progress:
             renderable, failed, done = module.run_predict(

@@ -5,8 +5,8 @@ Classifiers: ``file`` (the scan's path, or its id for in-memory data), one proba
 column per finding, then ``<finding>_positive`` (0/1). Exam bundles: ``exam`` (the exam
 folder or id), the fused probabilities, the calls, then ``<plane>_<finding>``. Segmenters:
 ``ImageId, file, probability, positive, mask_score, classifier, area``. ``dxkit predict``
-adds ``input_warning`` last to classifier and segmenter rows (the input guard), a column
-``evaluate`` does not write.
+adds ``input_warning`` last to every kind's rows (the input guard), a column ``evaluate``
+does not write.
 """
 
 from __future__ import annotations
@@ -68,17 +68,24 @@ def write_classifier_csv(
 
 
 def write_exam_csv(
-    path: Path, predictions: Sequence[Any], names: Sequence[str], planes: Sequence[str]
+    path: Path,
+    predictions: Sequence[Any],
+    names: Sequence[str],
+    planes: Sequence[str],
+    input_warning: bool = False,
 ) -> Path:
-    """``ExamPrediction`` rows → ``path`` (with each plane network's probability)."""
+    """``ExamPrediction`` rows → ``path`` (with each plane network's probability);
+    ``input_warning`` adds that column last (``dxkit predict``)."""
     return _write(
         path,
         ["exam", *names, *[f"{n}_positive" for n in names]]
-        + [f"{p}_{f}" for p in planes for f in names],
+        + [f"{p}_{f}" for p in planes for f in names]
+        + (["input_warning"] if input_warning else []),
         (
             [p.source, *[_number(p.probabilities[n]) for n in names]]
             + [int(p.positive[n]) for n in names]
             + [_number(p.planes[pl][f]) for pl in planes for f in names]
+            + ([getattr(p, "input_warning", None) or ""] if input_warning else [])
             for p in predictions
         ),
     )

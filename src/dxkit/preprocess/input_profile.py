@@ -99,3 +99,27 @@ def check_inputs(
         check_input(profile, array, modalities[i] if modalities else None)
         for i, array in enumerate(arrays)
     ]
+
+
+def volume_input(volume: np.ndarray) -> np.ndarray:
+    """An exam plane's ``(slices, H, W)`` volume as one single-channel scan
+    ``(1, slices, H, W)`` (a channel-first ``(C, slices, H, W)`` one stays as it is): how
+    exam profiles are recorded and checked (slices are not channels)."""
+    volume = np.asarray(volume)
+    return volume if volume.ndim == 4 else volume[None]
+
+
+def check_planes(
+    profiles: dict[str, dict[str, Any]] | None, volumes: dict[str, np.ndarray]
+) -> str | None:
+    """An exam's warning: each plane's volume against that plane's training profile
+    (``{plane: profile}``), the flagged planes named; None when every plane is like its
+    training data or nothing was recorded."""
+    found = [
+        (plane, check_input((profiles or {}).get(plane), volume_input(volume)))
+        for plane, volume in volumes.items()
+    ]
+    flagged = [
+        f"{plane}: {w.removeprefix('input unlike the training data: ')}" for plane, w in found if w
+    ]
+    return "input unlike the training data: " + " | ".join(flagged) if flagged else None
