@@ -56,7 +56,8 @@ class Metadata(BaseModel):
     dataset: str | None = None
     inference: InferenceRecipe | None = None
     # The input guard: ``preprocess.input_profile.profile_inputs`` of the training scans as
-    # read (absent in files written before it: nothing is then checked).
+    # read; exam bundles keep one per plane, ``{plane: profile}`` (absent in files written
+    # before it: nothing is then checked).
     input_profile: dict[str, Any] | None = None
 
     def dump(self) -> dict[str, Any]:

@@ -5,7 +5,8 @@ A chest X-ray model trained on 0–255 PNGs, given a head-CT slice in Hounsfield
 its training input (``profile_inputs``: modality, channel count, value range and a few
 quantiles of the scans as read, before any preprocessing), and ``check_input`` flags a
 scan that falls outside it. Pure NumPy: the predictor, the server and the explainer call
-it on the array they read.
+it on the array they read — a classifier's scan, a segmenter's radiograph in [0, 1], and
+each plane of an exam against that plane's own profile (``check_planes``).
 
 The rule (stated once, here): with ``span = p99.9 − p0.1`` of the training values, a scan
 is flagged when its 1st or 99th percentile lies more than ``MARGIN × span`` outside the
