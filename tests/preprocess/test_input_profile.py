@@ -49,12 +49,12 @@ def test_hounsfield_slice_is_flagged_and_radiographs_are_not() -> None:
     assert check_input({}, hu_slice()) is None  # old checkpoints: no profile, no flag
 
 
-@pytest.mark.usefixtures("capsys")
-def test_predict_flags_and_strict_refuses(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture(scope="module")
+def guard_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny classifier trained on 0–255 PNGs: its run folder and its data folder."""
     import yaml
 
+    tmp_path = tmp_path_factory.mktemp("guard")
     data = tmp_path / "data"
     rng = np.random.default_rng(0)
     for y, cls in enumerate(["normal", "abnormal"]):
@@ -80,7 +80,13 @@ def test_predict_flags_and_strict_refuses(
     with pytest.raises(SystemExit) as code:
         main(["train", str(cfg), "--no-evaluate"])
     assert code.value.code == 0
-    run = tmp_path / "runs" / "guard"
+    return tmp_path / "runs" / "guard", data
+
+
+def test_predict_flags_and_strict_refuses(
+    guard_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, data = guard_run
     ct = tmp_path / "ct.npy"
     np.save(ct, hu_slice()[0])
     ok = data / "normal" / "0.png"
@@ -126,3 +132,43 @@ def test_predict_flags_and_strict_refuses(
         answers[path.suffix] = r.json()["input_warning"]
     assert answers[".png"] is None
     assert answers[".npy"] is not None and "trained on" in answers[".npy"]
+
+
+def test_onnx_export_carries_the_profile_and_warns_like_the_checkpoint(
+    guard_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Gap (a): the same scan gets the same warning from the .ckpt and from its .onnx, and
+    `dxkit predict X.onnx --strict-inputs` refuses it."""
+    from dxkit.infer.checkpoint import read_checkpoint
+    from dxkit.infer.onnx_predictor import OnnxPredictor, read_onnx_metadata
+    from dxkit.infer.predictor import Predictor
+
+    run, data = guard_run
+    ckpt = run / "checkpoints" / "best.ckpt"
+    onnx_path = tmp_path / "guard.onnx"
+    with pytest.raises(SystemExit) as code:
+        main(["export", str(ckpt), "--format", "onnx", "--out", str(onnx_path)])
+    assert code.value.code == 0
+    profile = read_checkpoint(ckpt)["dxkit"]["input_profile"]
+    assert profile and read_onnx_metadata(onnx_path)["input_profile"] == profile
+
+    ct = tmp_path / "ct.npy"
+    np.save(ct, hu_slice()[0])
+    ok = data / "abnormal" / "3.png"
+    eager = Predictor.from_checkpoint(ckpt).predict_files([ok, ct])
+    exported = OnnxPredictor.from_path(onnx_path).predict_files([ok, ct])
+    assert [p.input_warning for p in exported] == [p.input_warning for p in eager]
+    assert exported[0].input_warning is None
+    assert (exported[1].input_warning or "").startswith("input unlike the training data")
+
+    out = tmp_path / "pred.csv"
+    with pytest.raises(SystemExit) as code:
+        main(["predict", str(onnx_path), str(ok), str(ct), "--out", str(out)])
+    assert code.value.code == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["input_warning"] for r in rows] == ["", exported[1].input_warning]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as code:
+        main(["predict", str(onnx_path), str(ct), "--strict-inputs"])
+    text = capsys.readouterr()
+    assert code.value.code == 2 and "ct.npy" in text.err and "Traceback" not in text.err

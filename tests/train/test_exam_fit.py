@@ -222,3 +222,63 @@ def test_int8_bundle_serves_what_was_checked_or_is_refused(
     code = run_cli(["export", str(run), "--int8", "--max-prob-change", "1e-9", "--out",
                     str(refused)])  # fmt: skip
     assert code == 2 and not refused.exists()
+
+
+def test_input_guard_names_the_plane_unlike_the_training_volumes(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """Issue 15, finding 5, for exam bundles: the bundle profiles each plane's training
+    volumes as read (MRNet uint8), and predict (CSV column), the ONNX export and the server
+    flag an exam whose sagittal series holds raw MR values (0–4000, as an unscaled DICOM
+    series reads) and name that plane; a held-out MRNet exam is not flagged."""
+    from fastapi.testclient import TestClient
+
+    from dxkit.data.exam import Exam, Series
+    from dxkit.serve.app import create_app
+
+    bundle = trained["run"] / "checkpoints" / "bundle.ckpt"
+    meta = read_checkpoint(bundle)["dxkit"]
+    profiles, fit_ids = meta["input_profile"], meta["tuning"]["fit_exam_ids"]
+    assert sorted(profiles) == sorted(meta["planes"])
+    for plane, profile in profiles.items():  # independent reference: the .npy files
+        volumes = [np.load(trained["root"] / "train" / plane / f"{i}.npy") for i in fit_ids]
+        assert profile["scans"] == len(fit_ids) and profile["channels"] == [1]
+        assert profile["min"] == min(float(v.min()) for v in volumes)
+        assert profile["max"] == max(float(v.max()) for v in volumes)
+
+    exam_dir = tmp_path / "exam_0041"
+    exam_dir.mkdir()
+    volumes = {}
+    for plane in PLANES:
+        volumes[plane] = np.load(trained["root"] / "valid" / plane / "0041.npy")
+        shutil.copy(trained["root"] / "valid" / plane / "0041.npy", exam_dir / f"{plane}.npy")
+    out = tmp_path / "pred.csv"
+    assert run_cli(["predict", str(bundle), str(exam_dir), "--out", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["input_warning"] == ""
+
+    raw = dict(volumes, sagittal=volumes["sagittal"].astype(np.float32) * 16.0)
+    exam = Exam("raw", {p: Series(p, data=v) for p, v in raw.items()})
+    predictor = ExamPredictor.from_bundle(bundle)
+    (flagged,) = predictor.predict_exams([exam])
+    warning = flagged.input_warning or ""
+    assert warning.startswith("input unlike the training data: sagittal: values")
+    assert "axial" not in warning and "coronal" not in warning
+
+    graph = tmp_path / "bundle.onnx"
+    assert run_cli(["export", str(bundle), "--out", str(graph)]) == 0
+    (from_onnx,) = ExamPredictor.from_bundle(graph).predict_exams([exam])
+    assert from_onnx.input_warning == warning
+
+    client = TestClient(create_app([bundle]), base_url="http://127.0.0.1")
+    answers = []
+    for vols in (volumes, raw):
+        files = []
+        for plane, v in vols.items():
+            buf = tmp_path / f"{plane}.npy"
+            np.save(buf, v)
+            files.append((plane, (f"{plane}.npy", buf.read_bytes(), "application/octet-stream")))
+        r = client.post("/v1/predict", files=files)
+        assert r.status_code == 200, r.text
+        answers.append(r.json()["input_warning"])
+    assert answers == [None, warning]

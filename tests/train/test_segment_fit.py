@@ -210,3 +210,68 @@ def test_explain_refuses_a_layer_for_a_segmenter(run: dict[str, Path]) -> None:
     scan = next(run["dicom"].rglob("*.dcm"))
     args = ["explain", str(run["run"]), str(scan), "--out", str(run["root"] / "x"), "--layer", "x"]
     assert run_cli(args) == 2
+
+
+def test_input_guard_flags_a_ct_file_given_to_the_radiograph_segmenter(
+    run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 15, finding 5, for segmenters: the checkpoint profiles its training radiographs
+    as read ([0, 1] after read_radiograph), and predict (CSV column, --strict-inputs), its
+    ONNX export and the server flag a CT file; a held-out radiograph is not flagged."""
+    import torch
+    from fastapi.testclient import TestClient
+
+    from dxkit.infer.segment_model import load_segmenter
+    from dxkit.infer.segment_onnx import load_segment_model
+    from dxkit.infer.segment_predict import predict_files
+    from dxkit.serve.app import create_app
+
+    ckpt = run["run"] / "checkpoints" / "best.ckpt"
+    meta = _meta(run)
+    profile = meta["input_profile"]
+    files = {p.stem: p for p in run["dicom"].rglob("*.dcm")}
+    # Independent reference: 8-bit stored values / 255 ("bits" scaling) of the train split.
+    values = [pydicom.dcmread(files[i]).pixel_array / 255.0 for i in meta["splits"]["train"]]
+    assert profile["modality"] == "CR" and profile["channels"] == [1] and profile["scans"] == 12
+    assert profile["min"] == pytest.approx(min(float(v.min()) for v in values), abs=1e-6)
+    assert profile["max"] == pytest.approx(max(float(v.max()) for v in values), abs=1e-6)
+
+    held_out = files[meta["splits"]["test"][0]]
+    ct = tmp_path / "ct.dcm"
+    ds = pydicom.dcmread(held_out)
+    ds.Modality = "CT"
+    ds.save_as(ct)
+    out = tmp_path / "pred"
+    assert run_cli(["predict", str(run["run"]), str(held_out), str(ct), "--out", str(out)]) == 0
+    rows = {r["ImageId"]: r for r in csv.DictReader((out / "predictions.csv").open())}
+    assert rows[held_out.stem]["input_warning"] == ""
+    assert "modality CT, trained on CR" in rows["ct"]["input_warning"]
+    fixture_rows = list(csv.DictReader((run["root"] / "pred" / "predictions.csv").open()))
+    assert len(fixture_rows) == 24 and all(r["input_warning"] == "" for r in fixture_rows)
+    capsys.readouterr()
+    assert run_cli(["predict", str(run["run"]), str(ct), "--strict-inputs"]) == 2
+    err = capsys.readouterr().err
+    assert "ct.dcm" in err and "modality CT" in err and "Traceback" not in err
+
+    eager = predict_files(load_segmenter(ckpt), [held_out, ct])
+    graph = tmp_path / "seg.onnx"
+    assert run_cli(["export", str(ckpt), "--out", str(graph)]) == 0
+    exported = predict_files(load_segment_model(graph), [held_out, ct])
+    assert [p.input_warning for p in exported] == [p.input_warning for p in eager]
+    assert eager[1].input_warning == rows["ct"]["input_warning"]
+
+    client = TestClient(create_app([ckpt]), base_url="http://127.0.0.1")
+    answers = {}
+    for path in (held_out, ct):
+        files_field = [("files", (path.name, path.read_bytes(), "application/dicom"))]
+        r = client.post("/v1/predict", files=files_field)
+        assert r.status_code == 200, r.text
+        answers[path.name] = r.json()["input_warning"]
+    assert answers[held_out.name] is None and answers["ct.dcm"] == eager[1].input_warning
+
+    # A checkpoint written before the guard (no input_profile) still loads; nothing flagged.
+    old = read_checkpoint(ckpt)
+    del old["dxkit"]["input_profile"]
+    torch.save(old, tmp_path / "old.ckpt")
+    (unchecked,) = predict_files(load_segmenter(tmp_path / "old.ckpt"), [ct])
+    assert unchecked.input_warning is None

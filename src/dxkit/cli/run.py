@@ -141,7 +141,8 @@ def predict(
     else:
         kind, ckpt = _kind_of(checkpoint)
     if kind in PREDICTORS:  # segmenters and exam bundles, checkpoints or ONNX exports
-        chosen = {"exam_id": exam} if exam is not None and kind == "exam" else {}
+        chosen: dict[str, Any] = {"exam_id": exam} if exam is not None and kind == "exam" else {}
+        chosen["strict_inputs"] = strict_inputs
         module = importlib.import_module(PREDICTORS[kind])
         with progress_bar("predicting") as progress:
             renderable, failed, done = module.run_predict(

@@ -55,6 +55,10 @@ class Metadata(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     dataset: str | None = None
     inference: InferenceRecipe | None = None
+    # The input guard: ``preprocess.input_profile.profile_inputs`` of the training scans as
+    # read; exam bundles keep one per plane, ``{plane: profile}`` (absent in files written
+    # before it: nothing is then checked).
+    input_profile: dict[str, Any] | None = None
 
     def dump(self) -> dict[str, Any]:
         """The plain dict stored under ``"dxkit"`` (no pydantic objects: weights_only-safe;

@@ -223,6 +223,12 @@ class ExamModel:
         return list(self.networks.planes)
 
     @property
+    def input_profile(self) -> dict[str, Any] | None:
+        """Per plane, the training volumes' profile (``preprocess.input_profile``; None in
+        bundles written before the input guard)."""
+        return self.meta.get("input_profile")
+
+    @property
     def tta(self) -> bool:
         """The recipe the thresholds were fitted with (``inference.tta``, else the config's
         ``evaluate.tta``): what evaluate, predict, explain and the server all apply."""

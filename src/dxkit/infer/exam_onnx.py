@@ -34,7 +34,7 @@ from dxkit.infer.quantize_exam import SERIES, OrtNetwork, _export_network
 log = logging.getLogger(__name__)
 LOGITS = "logits"
 BUNDLE_KEYS = ("kind", "format", "findings", "planes", "model", "normalization", "size",
-               "thresholds", "threshold_method", "dxkit_version")  # fmt: skip
+               "thresholds", "threshold_method", "dxkit_version", "input_profile")  # fmt: skip
 
 
 def to_json(value: Any) -> Any:

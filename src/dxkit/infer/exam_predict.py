@@ -25,6 +25,7 @@ from dxkit.infer.device import ProgressCallback
 from dxkit.infer.exam_model import ExamModel, load_exam_bundle
 from dxkit.infer.thresholds import decide
 from dxkit.io.discover import READ_ERRORS, BadScan, collect, discover
+from dxkit.preprocess.input_profile import check_planes
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class ExamPrediction:
     probabilities: dict[str, float]
     positive: dict[str, bool]
     planes: dict[str, dict[str, float]]
+    input_warning: str | None = None  # preprocess.input_profile: a plane unlike training's
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +49,7 @@ class ExamPrediction:
             "probabilities": self.probabilities,
             "positive": self.positive,
             "planes": self.planes,
+            "input_warning": self.input_warning,
         }
 
 
@@ -88,10 +91,15 @@ class ExamPredictor:
     def predict_exams(
         self, exams: Sequence[Exam], source: str = "", progress: ProgressCallback | None = None
     ) -> list[ExamPrediction]:
-        """Predictions for several exams (each exam's volumes read and checked on access)."""
+        """Predictions for several exams (each exam's volumes read and checked on access),
+        each with the input guard's warning per plane (``input_warning``)."""
         planes, fused = self.model.predict(list(exams), progress=progress)
         sources = [source] * len(exams) if source else None
-        return exam_predictions(self.model, exams, planes, fused, sources)
+        out = exam_predictions(self.model, exams, planes, fused, sources)
+        for pred, exam in zip(out, exams, strict=True):
+            volumes = {plane: exam.volume(plane) for plane in self.planes}
+            pred.input_warning = check_planes(self.model.input_profile, volumes)
+        return out
 
     def predict_exam(self, exam: Exam) -> dict[str, float]:
         """``{finding: probability}`` for one exam."""

@@ -9,7 +9,8 @@ like the training path), the normalisation, the network and the sigmoid/softmax.
 
 Outside, written beside the model as a JSON sidecar (and embedded in the ONNX metadata):
 reading the file and matching its channel count to the model (grey → repeated, colour →
-averaged), label names, thresholds, the task and the full preprocessing recipe.
+averaged), label names, thresholds, the task, the full preprocessing recipe and the
+training inputs' profile (``input_profile``: the input guard, checked outside the graph).
 
 A model trained on the head-CT cache (``Preprocessing.ct``) takes the cached slice — uint8
 windows of the head crop — as graph input, and ``OnnxPredictor`` makes it from raw HU
@@ -178,6 +179,8 @@ def export_metadata(checkpoint: Path, pre: Preprocessing, meta: dict[str, Any]) 
         "tta": bool(meta.get("tta")),
         "model": meta["model"],
         "preprocessing": pre.model_dump(mode="json"),
+        # the input guard (preprocess.input_profile): checked by OnnxPredictor as by Predictor
+        "input_profile": meta.get("input_profile") or None,
         "graph": {
             "input": INPUT_NAME,
             "input_layout": layout,

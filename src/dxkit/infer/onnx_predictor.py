@@ -21,6 +21,7 @@ from dxkit.errors import CheckpointError, InvalidScanError, MissingFileError
 from dxkit.infer.device import ProgressCallback
 from dxkit.infer.export import FORMAT, INPUT_NAME, METADATA_KEY, graph_input_channels, sidecar_path
 from dxkit.infer.predictor import Prediction, predict_files_in_batches, prediction
+from dxkit.preprocess.input_profile import check_inputs
 from dxkit.preprocess.spec import Preprocessing
 
 
@@ -96,6 +97,11 @@ class OnnxPredictor:
     def thresholds(self) -> list[float]:
         return [float(t) for t in self.meta["thresholds"]]
 
+    @property
+    def input_profile(self) -> dict[str, Any] | None:
+        """The checkpoint's training-input profile, exported with it (None in old exports)."""
+        return self.meta.get("input_profile")
+
     def describe(self) -> dict[str, Any]:
         """What the model expects and says (same keys as ``Predictor.describe``)."""
         return {
@@ -143,9 +149,8 @@ class OnnxPredictor:
         sources: Sequence[str],
         modalities: Sequence[str | None] | None = None,
     ) -> list[Prediction]:
-        """Probabilities and calls; ``modalities`` is accepted for the eager ``Predictor``'s
-        interface (an exported model carries no input profile to check them against)."""
-        del modalities
+        """Probabilities and calls, each with the input guard's warning (``input_warning``,
+        from the exported profile, checked as ``Predictor`` checks it)."""
         prepared = [self.prepare(a, s) for a, s in zip(arrays, sources, strict=True)]
         by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, x in enumerate(prepared):
@@ -155,10 +160,14 @@ class OnnxPredictor:
             out, _ = self.run(np.stack([prepared[i] for i in indices]))
             for i, p in zip(indices, out, strict=True):
                 probs[i] = p
-        return [
+        predictions = [
             prediction(src, p, self.label_names, self.thresholds, self.task)  # type: ignore[arg-type]
             for src, p in zip(sources, probs, strict=True)
         ]
+        warnings = check_inputs(self.input_profile, arrays, modalities)
+        for pred, warning in zip(predictions, warnings, strict=True):
+            pred.input_warning = warning
+        return predictions
 
     def predict_files(
         self,

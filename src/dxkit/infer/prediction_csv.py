@@ -4,7 +4,9 @@ by ``dxkit evaluate`` (in the run folder) alike, so the two can be diffed row by
 Classifiers: ``file`` (the scan's path, or its id for in-memory data), one probability
 column per finding, then ``<finding>_positive`` (0/1). Exam bundles: ``exam`` (the exam
 folder or id), the fused probabilities, the calls, then ``<plane>_<finding>``. Segmenters:
-``ImageId, file, probability, positive, mask_score, classifier, area``.
+``ImageId, file, probability, positive, mask_score, classifier, area``. ``dxkit predict``
+adds ``input_warning`` last to every kind's rows (the input guard), a column ``evaluate``
+does not write.
 """
 
 from __future__ import annotations
@@ -66,30 +68,40 @@ def write_classifier_csv(
 
 
 def write_exam_csv(
-    path: Path, predictions: Sequence[Any], names: Sequence[str], planes: Sequence[str]
+    path: Path,
+    predictions: Sequence[Any],
+    names: Sequence[str],
+    planes: Sequence[str],
+    input_warning: bool = False,
 ) -> Path:
-    """``ExamPrediction`` rows → ``path`` (with each plane network's probability)."""
+    """``ExamPrediction`` rows → ``path`` (with each plane network's probability);
+    ``input_warning`` adds that column last (``dxkit predict``)."""
     return _write(
         path,
         ["exam", *names, *[f"{n}_positive" for n in names]]
-        + [f"{p}_{f}" for p in planes for f in names],
+        + [f"{p}_{f}" for p in planes for f in names]
+        + (["input_warning"] if input_warning else []),
         (
             [p.source, *[_number(p.probabilities[n]) for n in names]]
             + [int(p.positive[n]) for n in names]
             + [_number(p.planes[pl][f]) for pl in planes for f in names]
+            + ([getattr(p, "input_warning", None) or ""] if input_warning else [])
             for p in predictions
         ),
     )
 
 
-def write_segment_csv(path: Path, predictions: Sequence[Any]) -> Path:
-    """``SegmentPrediction`` or ``SegmentRow`` rows → ``path``."""
+def write_segment_csv(path: Path, predictions: Sequence[Any], input_warning: bool = False) -> Path:
+    """``SegmentPrediction`` or ``SegmentRow`` rows → ``path``; ``input_warning`` adds that
+    column last (``dxkit predict``), as for classifiers."""
+    extra = ["input_warning"] if input_warning else []
     return _write(
         path,
-        ["ImageId", "file", "probability", "positive", "mask_score", "classifier", "area"],
+        ["ImageId", "file", "probability", "positive", "mask_score", "classifier", "area", *extra],
         (
             [p.image_id, p.source, _number(p.probability), int(p.positive),
              _number(p.mask_score), "" if p.classifier is None else _number(p.classifier), p.area]
+            + ([getattr(p, "input_warning", None) or ""] if input_warning else [])
             for p in predictions
         ),
     )  # fmt: skip

@@ -19,7 +19,7 @@ from dxkit.infer.checkpoint import LoadedModel, load_checkpoint
 from dxkit.infer.device import ProgressCallback, runtime_for
 from dxkit.infer.probabilities import predict_probabilities
 from dxkit.infer.thresholds import decide
-from dxkit.preprocess.input_profile import check_input
+from dxkit.preprocess.input_profile import check_inputs
 
 
 @dataclass
@@ -68,6 +68,11 @@ class Predictor:
     def thresholds(self) -> list[float]:
         return self.loaded.thresholds
 
+    @property
+    def input_profile(self) -> dict[str, Any] | None:
+        """The training inputs' profile (``preprocess.input_profile``; None in old files)."""
+        return self.loaded.meta.get("input_profile")
+
     def describe(self) -> dict[str, Any]:
         """What the model expects and says: for ``/v1/models`` and ``--help`` texts."""
         meta = self.loaded.meta
@@ -99,9 +104,9 @@ class Predictor:
                 self.model, batch.to(self.device), loaded.task, dims, loaded.tta
             ).cpu()
         out = [self._prediction(src, p.numpy()) for src, p in zip(sources, probs, strict=True)]
-        profile = self.loaded.meta.get("input_profile")
-        for i, (pred, array) in enumerate(zip(out, arrays, strict=True)):
-            pred.input_warning = check_input(profile, array, modalities[i] if modalities else None)
+        warnings = check_inputs(self.input_profile, arrays, modalities)
+        for pred, warning in zip(out, warnings, strict=True):
+            pred.input_warning = warning
         return out
 
     def predict_files(

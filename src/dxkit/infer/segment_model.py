@@ -103,6 +103,11 @@ class SegmentModel:
         return str(self.meta.get("decision", "segmenter"))
 
     @property
+    def input_profile(self) -> dict[str, Any] | None:
+        """The training radiographs' profile (``preprocess.input_profile``; None in old files)."""
+        return self.meta.get("input_profile")
+
+    @property
     def tta(self) -> bool:
         """The recipe the thresholds were chosen with (``inference.tta``, else the config's
         ``evaluate.tta``): what evaluate, predict, explain and the server all apply."""

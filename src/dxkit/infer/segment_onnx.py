@@ -68,6 +68,7 @@ def segment_metadata(checkpoint: Path, model: SegmentModel) -> dict[str, Any]:
         "tta": model.tta,
         "model": model.meta["model"],
         "preprocessing": {"size": model.size, "scaling": model.scaling},
+        "input_profile": model.input_profile or None,  # the input guard, checked outside
         "graph": {
             "input": IMAGE,
             "input_layout": f"(N, 1, {model.size}, {model.size}), values in [0, 1]",
@@ -77,6 +78,7 @@ def segment_metadata(checkpoint: Path, model: SegmentModel) -> dict[str, Any]:
                 "read the radiograph (segment_predict.read_image)",
                 "antialiased resize to the model size (segment_model.to_input)",
                 "mask score, call and full-resolution mask (segment_predict.predict_images)",
+                "the input guard against input_profile (preprocess.input_profile.check_inputs)",
             ],
             "opset": OPSET,
         },
@@ -127,6 +129,10 @@ class OnnxSegmentModel:
     @property
     def decision(self) -> str:
         return str(self.meta.get("decision", "segmenter"))
+
+    @property
+    def input_profile(self) -> dict[str, Any] | None:
+        return self.meta.get("input_profile")
 
     @property
     def tta(self) -> bool:

@@ -23,6 +23,7 @@ import numpy as np
 
 from dxkit.errors import UnsupportedFormatError
 from dxkit.infer.device import ProgressCallback
+from dxkit.infer.predictor import dicom_modality
 from dxkit.infer.segment_model import (
     SegmentModel,
     full_resolution_mask,
@@ -30,6 +31,7 @@ from dxkit.infer.segment_model import (
 )
 from dxkit.io.radiograph import read_radiograph
 from dxkit.io.raster import read_raster
+from dxkit.preprocess.input_profile import check_inputs
 
 if TYPE_CHECKING:
     from dxkit.infer.segment_onnx import OnnxSegmentModel
@@ -51,6 +53,7 @@ class SegmentPrediction:
     mask_score: float
     classifier: float | None
     positive: bool
+    input_warning: str | None = None  # preprocess.input_profile: unlike the training images
 
     @property
     def area(self) -> int:
@@ -99,12 +102,16 @@ def predict_images(
     images: list[np.ndarray],
     sources: list[str],
     progress: ProgressCallback | None = None,
+    modalities: list[str | None] | None = None,
 ) -> list[SegmentPrediction]:
-    """Masks and probabilities of read radiographs (``(H, W)`` in [0, 1])."""
+    """Masks and probabilities of read radiographs (``(H, W)`` in [0, 1]), each with the
+    input guard's warning against the training radiographs' profile (``modalities``: the
+    DICOM Modality of each image, None for PNG/JPEG)."""
     th = model.thresholds
     t, min_area = float(th["threshold"]), int(th["min_area"])
     maps, cls = model.predict(images, progress=progress)
     scores = mask_scores(maps, min_area)
+    warnings = check_inputs(model.input_profile, images, modalities)
     out = []
     for i, (source, pixels) in enumerate(zip(sources, images, strict=True)):
         c = float(cls[i]) if cls is not None else None
@@ -119,6 +126,7 @@ def predict_images(
                 mask_score=float(scores[i]),
                 classifier=c,
                 positive=positive,
+                input_warning=warnings[i],
             )
         )
     return out
@@ -131,4 +139,5 @@ def predict_files(
 ) -> list[SegmentPrediction]:
     """Masks and probabilities for each file (all files are read before any prediction)."""
     images = [read_image(path, model) for path in files]
-    return predict_images(model, images, [str(p) for p in files], progress)
+    modalities = [dicom_modality(path) for path in files]
+    return predict_images(model, images, [str(p) for p in files], progress, modalities)

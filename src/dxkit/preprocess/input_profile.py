@@ -5,7 +5,8 @@ A chest X-ray model trained on 0–255 PNGs, given a head-CT slice in Hounsfield
 its training input (``profile_inputs``: modality, channel count, value range and a few
 quantiles of the scans as read, before any preprocessing), and ``check_input`` flags a
 scan that falls outside it. Pure NumPy: the predictor, the server and the explainer call
-it on the array they read.
+it on the array they read — a classifier's scan, a segmenter's radiograph in [0, 1], and
+each plane of an exam against that plane's own profile (``check_planes``).
 
 The rule (stated once, here): with ``span = p99.9 − p0.1`` of the training values, a scan
 is flagged when its 1st or 99th percentile lies more than ``MARGIN × span`` outside the
@@ -16,7 +17,7 @@ scans are still predicted (with the warning) unless the caller asks for strict i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,3 +87,40 @@ def check_input(
     if not problems:
         return None
     return "input unlike the training data: " + "; ".join(problems)
+
+
+def check_inputs(
+    profile: dict[str, Any] | None,
+    arrays: Sequence[np.ndarray],
+    modalities: Sequence[str | None] | None = None,
+) -> list[str | None]:
+    """``check_input`` for each scan of a batch: what every predictor (eager or ONNX,
+    classifier or segmenter) attaches to its predictions as ``input_warning``."""
+    return [
+        check_input(profile, array, modalities[i] if modalities else None)
+        for i, array in enumerate(arrays)
+    ]
+
+
+def volume_input(volume: np.ndarray) -> np.ndarray:
+    """An exam plane's ``(slices, H, W)`` volume as one single-channel scan
+    ``(1, slices, H, W)`` (a channel-first ``(C, slices, H, W)`` one stays as it is): how
+    exam profiles are recorded and checked (slices are not channels)."""
+    volume = np.asarray(volume)
+    return volume if volume.ndim == 4 else volume[None]
+
+
+def check_planes(
+    profiles: dict[str, dict[str, Any]] | None, volumes: dict[str, np.ndarray]
+) -> str | None:
+    """An exam's warning: each plane's volume against that plane's training profile
+    (``{plane: profile}``), the flagged planes named; None when every plane is like its
+    training data or nothing was recorded."""
+    found = [
+        (plane, check_input((profiles or {}).get(plane), volume_input(volume)))
+        for plane, volume in volumes.items()
+    ]
+    flagged = [
+        f"{plane}: {w.removeprefix('input unlike the training data: ')}" for plane, w in found if w
+    ]
+    return "input unlike the training data: " + " | ".join(flagged) if flagged else None

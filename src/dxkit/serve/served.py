@@ -218,19 +218,19 @@ class ServedModel:
         inputs = self._inputs(array)
         with self.slots:
             per = self._probabilities(inputs)
-        warning = self.input_warning(array)
+        warning = self.input_warning(array, scan.modality)
         if len(inputs) == 1 and not (self.pre.spatial_dims == 2 and array.ndim == 4):
             return Findings(per[0], None, [None] * per.shape[1], input_warning=warning)
         combined = per.mean(axis=0) if self.task == "multiclass" else per.max(axis=0)
         deciding: list[dict[str, int] | None] = [{"scan": int(i)} for i in per.argmax(axis=0)]
         return Findings(combined, per, deciding, input_warning=warning)
 
-    def input_warning(self, array: np.ndarray) -> str | None:
-        """The input guard's warning for ``array`` (None when like the training data)."""
+    def input_warning(self, array: np.ndarray, modality: str | None = None) -> str | None:
+        """The input guard's warning for ``array`` (None when like the training data), with
+        the uploaded DICOM's Modality checked as ``dxkit predict`` checks it."""
         from dxkit.preprocess.input_profile import check_input
 
-        loaded = getattr(self.predictor, "loaded", None)
-        return check_input(getattr(loaded, "meta", {}).get("input_profile"), array)
+        return check_input(self.predictor.input_profile, array, modality)
 
     def decisions(self, probs: np.ndarray) -> list[bool]:
         """Positive or not per finding: the one decision rule of every predictor."""

@@ -154,7 +154,7 @@ class ExamServedModel:
         names = self.label_names
         probs = np.array([result.probabilities[n] for n in names])
         per_plane = {p: np.array([result.planes[p][n] for n in names]) for p in self.planes}
-        return Findings(probs, None, deciding, per_plane)
+        return Findings(probs, None, deciding, per_plane, input_warning=result.input_warning)
 
     def check_explain(self, method: str) -> None:
         if not self.can_explain:

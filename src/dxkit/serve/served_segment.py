@@ -111,7 +111,7 @@ class SegmentServedModel:
 
         pixels = self.pixels(scan)
         with self.lock, self.slots:
-            p = predict_images(self.model, [pixels], ["upload"])[0]
+            p = predict_images(self.model, [pixels], ["upload"], modalities=[scan.modality])[0]
         height, width = p.mask.shape
         segmentation = {
             "label": self.label,
@@ -129,7 +129,7 @@ class SegmentServedModel:
         }
         return Findings(
             np.array([p.probability]), None, [None], positive=[bool(p.positive)],
-            segmentation=segmentation,
+            segmentation=segmentation, input_warning=p.input_warning,
         )  # fmt: skip
 
     def decisions(self, probs: np.ndarray) -> list[bool]:

@@ -60,6 +60,7 @@ from dxkit.infer.exam_model import FusionInputs, exam_plane_probabilities, netwo
 from dxkit.infer.thresholds import choose_threshold
 from dxkit.models.fusion import PlaneFusion
 from dxkit.models.slicestack import ExamNetworks, SliceStackNet
+from dxkit.preprocess.input_profile import profile_inputs, volume_input
 from dxkit.train.config import RunConfig
 from dxkit.train.exam_module import (
     ExamModule,
@@ -168,6 +169,22 @@ def assign_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
         return folds
 
     return _stratified(split, labels)
+
+
+def exam_input_profile(
+    exams: Sequence[Exam], planes: Sequence[str], seed: int = 0, max_exams: int = 64
+) -> dict[str, Any]:
+    """Per plane, the input guard's profile of up to ``max_exams`` training exams (seeded),
+    each plane's volume *as read* (``Exam.volume``: MRNet's uint8 ``(slices, H, W)``, before
+    normalisation and resizing), one single-channel scan per volume (``volume_input``)."""
+    rng = np.random.default_rng(seed)
+    picks = sorted(
+        int(i) for i in rng.choice(len(exams), min(len(exams), max_exams), replace=False)
+    )
+    return {
+        plane: profile_inputs((volume_input(exams[i].volume(plane)) for i in picks), None, seed)
+        for plane in planes
+    }
 
 
 def _net_seed(seed: int, *parts: object) -> int:
@@ -393,6 +410,7 @@ def fit(cfg: RunConfig, resume: bool = False, progress: bool = True) -> FitResul
             for r in rows
             if r["fold"] == "final"
         },
+        input_profile=exam_input_profile(fit_exams, planes, seed=cfg.seed),  # the input guard
     )
     bundle = save_exam_bundle(run_dir / BUNDLE, meta, networks)
     _write_metrics(run_dir / "metrics.csv", rows)

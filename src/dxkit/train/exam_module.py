@@ -149,6 +149,7 @@ def bundle_meta(
     oof: dict[str, Any],
     networks: dict[str, Any] | None = None,
     tta: bool = False,
+    input_profile: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The bundle's ``"dxkit"`` entry: everything but the weights, weights_only-safe.
 
@@ -179,6 +180,7 @@ def bundle_meta(
             **oof,
         },
         inference=InferenceRecipe(tta=tta),
+        input_profile=input_profile,
     ).dump()
 
 

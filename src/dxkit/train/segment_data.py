@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from dxkit.data.sources.siim import SegmentationDataset, SiimData, load_siim
 from dxkit.data.splits import split_indices
 from dxkit.errors import ConfigError, DataSourceError, DxkitError
 from dxkit.io.dicom import open_dataset
+from dxkit.io.headers import read_header
+from dxkit.io.radiograph import Scaling
+from dxkit.preprocess.input_profile import profile_inputs
 from dxkit.train.config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -92,6 +96,23 @@ def indices_of(data: SiimData, ids: Sequence[str], where: str) -> list[int]:
             f"(e.g. {missing[:3]}); evaluate with the DICOM folder and CSV it was trained on"
         )
     return [position[i] for i in ids]
+
+
+def training_radiograph_profile(
+    data: SiimData, train_ids: Sequence[str], scaling: Scaling, seed: int = 0, max_scans: int = 64
+) -> dict[str, object]:
+    """The input guard's profile of up to ``max_scans`` training radiographs (seeded), *as
+    read* the way ``dxkit predict`` reads a radiograph: ``read_radiograph`` with the run's
+    scaling — ``(H, W)`` float32 in [0, 1] at the original size, before the resize to the
+    model size — with the most common DICOM Modality of the sample (CR/DX for SIIM)."""
+    idx = indices_of(data, train_ids, "train split")
+    rng = np.random.default_rng(seed)
+    picks = sorted(int(i) for i in rng.choice(len(idx), min(len(idx), max_scans), replace=False))
+    paths = [data.image_paths[idx[i]] for i in picks]
+    found = Counter(m for m in (read_header(p).modality for p in paths) if m)
+    modality = found.most_common(1)[0][0] if found else None
+    images = (data.image(idx[i], scaling) for i in picks)  # one radiograph in memory at a time
+    return profile_inputs(images, modality, seed)
 
 
 class ResizableSegmentationSet(Dataset[tuple[torch.Tensor, torch.Tensor]]):

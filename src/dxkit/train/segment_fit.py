@@ -51,6 +51,7 @@ from dxkit.train.segment_data import (
     indices_of,
     load_siim_data,
     split_siim,
+    training_radiograph_profile,
 )
 from dxkit.train.segment_module import SegmentModule
 
@@ -81,7 +82,9 @@ def with_dice_monitor(cfg: RunConfig) -> RunConfig:
     return cfg.model_copy(update={"train": train})
 
 
-def segment_meta(cfg: RunConfig, splits: dict[str, list[str]]) -> dict[str, Any]:
+def segment_meta(
+    cfg: RunConfig, splits: dict[str, list[str]], input_profile: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The checkpoint's ``"dxkit"`` entry (the segment contract, weights_only-safe)."""
     s = cfg.segment
     return SegmenterMetadata(
@@ -100,6 +103,7 @@ def segment_meta(cfg: RunConfig, splits: dict[str, list[str]]) -> dict[str, Any]
         decision=s.decision,
         splits=splits,
         inference=InferenceRecipe(tta=cfg.evaluate.tta),
+        input_profile=input_profile,
     ).dump()
 
 
@@ -219,7 +223,9 @@ def fit(cfg: RunConfig, resume: bool = False, progress: bool = True) -> FitResul
             classifier=s.decision in ("classifier", "both"),
             foreground_prior=s.foreground_prior,
         )
-        module = SegmentModule(model, cfg.train, s, segment_meta(cfg, splits))
+        # the input guard: what predict checks each radiograph against
+        profile = training_radiograph_profile(data, splits["train"], s.scaling, seed=cfg.seed)
+        module = SegmentModule(model, cfg.train, s, segment_meta(cfg, splits, profile))
         train_loader, val_loader, val_labels = _loaders(cfg, data, splits, size)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
         last = run_dir / "checkpoints" / "last.ckpt"
