@@ -62,11 +62,11 @@ def test_interrupted_run_resumes_without_loss(tmp_path, monkeypatch) -> None:
     real = cc._slice_chunk
     calls = {"n": 0}
 
-    def flaky(paths, root, out, recipe):
+    def flaky(paths, root, out, recipe, salt):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(paths, root, out, recipe)
+        return real(paths, root, out, recipe, salt)
 
     monkeypatch.setattr(cc, "_slice_chunk", flaky)
     recipe = CacheRecipe.build(size=16, min_brain_share=0.0)

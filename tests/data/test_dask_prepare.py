@@ -12,6 +12,7 @@ from dxkit.data.ct_cache import CacheRecipe, _slice_chunk, prepare_ct_cache
 from dxkit.data.dask_cluster import parse_scheduler
 from dxkit.data.dask_prepare import run_chunks_dask
 from dxkit.data.dicom_table import ResumableParts, build_dicom_table, chunked, list_files
+from dxkit.data.pseudonyms import output_salt
 from dxkit.data.synthetic import generate_ct_dataset, write_defect
 from dxkit.errors import ConfigError
 
@@ -78,8 +79,9 @@ def test_killed_dask_run_resumes_per_partition(dicoms, scheduler, tmp_path) -> N
     (out / "slices").mkdir(parents=True)
     chunks = list(chunked(list_files(dicoms), 4))
     parts = ResumableParts(out / "index.parquet")
+    salt = output_salt(False, None, out.parent)  # the key prepare_ct_cache uses below
     # As if killed after the first two partitions finished: their parts and slices stay.
-    run_chunks_dask(_slice_chunk, chunks[:2], (dicoms, out, recipe), parts, scheduler)
+    run_chunks_dask(_slice_chunk, chunks[:2], (dicoms, out, recipe, salt), parts, scheduler)
     assert len(list(parts.parts.glob("rows-dask-*.parquet"))) == 2
     report = prepare_ct_cache(dicoms, out, recipe, chunk_size=4, scheduler=scheduler)
     assert report.skipped == sum(len(c) for c in chunks[:2])

@@ -7,7 +7,8 @@ import pandas as pd
 import pydicom
 import pytest
 
-from dxkit.data.dicom_table import SALT_FILE, build_dicom_table, errors_path, hash_id
+from dxkit.data.dicom_table import build_dicom_table, errors_path, hash_id
+from dxkit.data.pseudonyms import SALT_FILE
 from dxkit.data.synthetic import generate_ct_dataset, write_defect
 from dxkit.io.dicom import PHI_KEYWORDS
 

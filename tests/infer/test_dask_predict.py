@@ -86,3 +86,32 @@ def test_inputs_from_a_folder_and_errors(trained, tmp_path) -> None:
     with pytest.raises(SystemExit) as bad:
         main(["predict", str(trained[0]), str(files[0]), "--scheduler", "local:1"])
     assert bad.value.code == 2  # --out is required
+
+
+def test_inputs_are_found_by_the_predict_walker(tmp_path) -> None:
+    """Folders are walked as ``dxkit predict`` walks them: DICOM without a suffix found,
+    hidden files and sidecars skipped; manifests and missing paths handled."""
+    import shutil
+
+    from dxkit.data.synthetic import generate_ct_dataset
+    from dxkit.errors import MissingFileError
+
+    dcm = tmp_path / "dcm"
+    generate_ct_dataset(dcm, 1, size=16, seed=2)
+    scans = tmp_path / "scans"
+    (scans / "sub").mkdir(parents=True)
+    np.save(scans / "a.npy", np.zeros((8, 8), np.float32))
+    np.save(scans / "sub" / "b.npy", np.zeros((8, 8), np.float32))
+    np.save(scans / ".hidden.npy", np.zeros((8, 8), np.float32))
+    (scans / "notes.txt").write_text("not a scan")
+    shutil.copy(next(dcm.rglob("*.dcm")), scans / "IM0001")  # PACS exports: no suffix
+    expected = [scans / "IM0001", scans / "a.npy", scans / "sub" / "b.npy"]
+    assert resolve_inputs([scans]) == expected
+    manifest = tmp_path / "list.csv"
+    pd.DataFrame({"path": ["scans/a.npy"]}).to_csv(manifest, index=False)
+    assert resolve_inputs([manifest, scans / "a.npy"]) == [scans / "a.npy"] * 2
+    with pytest.raises(MissingFileError, match="no such file"):
+        resolve_inputs([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingFileError, match="no scan files"):
+        resolve_inputs([tmp_path / "empty"])

@@ -36,6 +36,13 @@ Scheduler = Annotated[
         "or a scheduler address tcp://HOST:PORT; every worker writes its own parts."
     ),
 ]
+SaltFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="Secret key of the PatientID/UID pseudonyms (default: dxkit-salt.key beside "
+        "--out, created once; keep it to get the same pseudonyms in later outputs)."
+    ),
+]
 
 
 @contextmanager
@@ -83,13 +90,7 @@ def prepare_dicom(
         "meta.parquet"
     ),
     workers: Workers = 1,
-    salt_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="Secret key of the PatientID/UID pseudonyms (default: dxkit-salt.key beside "
-            "--out, created once; keep it to get the same pseudonyms in later tables)."
-        ),
-    ] = None,
+    salt_file: SaltFile = None,
     keep_phi: Annotated[
         bool,
         typer.Option(
@@ -152,10 +153,19 @@ def prepare_rsna(
         bool, typer.Option(help="2.5D: stack each slice with its neighbours (s-1, s, s+1).")
     ] = False,
     workers: Workers = 1,
+    salt_file: SaltFile = None,
+    keep_phi: Annotated[
+        bool,
+        typer.Option(
+            help="Store PatientID and the study/series UIDs in clear in index.parquet. "
+            "Without it they are keyed pseudonyms (enough to split by patient)."
+        ),
+    ] = False,
     strict: Strict = False,
     scheduler: Scheduler = None,
 ) -> None:
-    """Cache slices as uint8 window channels: HU (+repair) → clean → crop → resize."""
+    """Cache slices as uint8 window channels: HU (+repair) → clean → crop → resize.
+    PatientID and UIDs in the index are keyed pseudonyms unless --keep-phi."""
     from dxkit.data.ct_cache import CacheRecipe, prepare_ct_cache
     from dxkit.data.sources.rsna import parse_rsna_labels
     from dxkit.preprocess.window import parse_windows
@@ -163,6 +173,8 @@ def prepare_rsna(
     _need_folder(dicom_dir)
     recipe = CacheRecipe.build(parse_windows(windows), size, min_brain_share, context)
     label_table = parse_rsna_labels(labels) if labels is not None else None
+    if keep_phi:
+        console.print("[yellow]--keep-phi: the cache index will contain patient identity[/]")
     with _progress("preparing slices") as (total, advance):
         report = prepare_ct_cache(
             dicom_dir,
@@ -173,6 +185,8 @@ def prepare_rsna(
             progress=advance,
             total=total,
             scheduler=scheduler,
+            keep_phi=keep_phi,
+            salt_file=salt_file,
         )
     console.print(
         f"{report.files} files: {report.kept} cached, {report.dropped} dropped "

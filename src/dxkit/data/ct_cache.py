@@ -3,8 +3,10 @@
 read → Hounsfield units (with the RSNA bad-intercept repair) → drop slices with too little
 brain → crop to the head → windows → resize → one ``.npy`` ``(C, size, size)`` uint8 per
 slice, plus ``index.parquet`` (one row per slice: ids, position, brain share, kept,
-repaired, labels) and ``index.errors.parquet``. Training then reads small arrays instead of
-decoding DICOM every epoch.
+repaired, labels) and ``index.errors.parquet``. PatientID and the study/series UIDs are
+stored as the project's keyed pseudonyms (``data.pseudonyms``, as in ``dxkit prepare
+dicom``; enough to group splits by patient), in clear only with
+``keep_phi``. Training then reads small arrays instead of decoding DICOM every epoch.
 
 Every array is written to a temporary name and renamed, and index rows are saved per
 finished chunk, so an interrupted run loses nothing and a rerun skips finished slices.
@@ -39,6 +41,7 @@ from dxkit.data.dicom_table import (
     list_files,
     run_chunks,
 )
+from dxkit.data.pseudonyms import output_salt, pseudonymise
 from dxkit.errors import ConfigError, DxkitError, InvalidScanError
 from dxkit.io.dicom import DicomImage, dataset_meta, open_dataset, read_dicom, slice_position
 from dxkit.preprocess.clean import DEFAULT_MIN_BRAIN_SHARE, brain_share
@@ -125,14 +128,15 @@ def save_array(array: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _base_row(image: DicomImage, root: Path, share: float) -> dict[str, Any]:
+def _base_row(image: DicomImage, root: Path, share: float, salt: str) -> dict[str, Any]:
+    """The index row of one slice; identifiers keyed with ``salt`` (clear when empty)."""
     meta = image.meta
     return {
         "image_id": image_id(image.path, root),
         "file": image.path.relative_to(root).as_posix(),
-        "PatientID": meta.get("PatientID"),
-        "StudyInstanceUID": meta.get("StudyInstanceUID"),
-        "SeriesInstanceUID": meta.get("SeriesInstanceUID"),
+        "PatientID": pseudonymise(meta.get("PatientID"), salt),
+        "StudyInstanceUID": pseudonymise(meta.get("StudyInstanceUID"), salt),
+        "SeriesInstanceUID": pseudonymise(meta.get("SeriesInstanceUID"), salt),
         "slice_position": slice_position(meta),
         "brain_share": share,
         "hu_repaired": bool(meta.get("hu_repaired", False)),
@@ -167,15 +171,15 @@ def one_opencv_thread() -> Iterator[None]:
 
 
 def _slice_chunk(
-    paths: Sequence[Path], root: Path, out_dir: Path, recipe: CacheRecipe
+    paths: Sequence[Path], root: Path, out_dir: Path, recipe: CacheRecipe, salt: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Worker task (one slice at a time): prepare and cache each file of the chunk."""
     with one_opencv_thread():
-        return _slice_rows(paths, root, out_dir, recipe)
+        return _slice_rows(paths, root, out_dir, recipe, salt)
 
 
 def _slice_rows(
-    paths: Sequence[Path], root: Path, out_dir: Path, recipe: CacheRecipe
+    paths: Sequence[Path], root: Path, out_dir: Path, recipe: CacheRecipe, salt: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     rows, errors = [], []
     for path in paths:
@@ -186,7 +190,7 @@ def _slice_rows(
             array = None
             if share >= recipe.min_brain_share:
                 array = window_crop_resize(hu, head_box(hu), recipe)
-            rows.append(_finish(_base_row(image, root, share), array, out_dir, recipe))
+            rows.append(_finish(_base_row(image, root, share, salt), array, out_dir, recipe))
         except (DxkitError, OSError) as exc:
             errors.append(error_row(path.relative_to(root).as_posix(), exc))
     return rows, errors
@@ -201,15 +205,23 @@ def _single_slice(image: DicomImage) -> np.ndarray:
 
 
 def _series_chunk(
-    series: Sequence[Sequence[Path]], root: Path, out_dir: Path, recipe: CacheRecipe
+    series: Sequence[Sequence[Path]],
+    root: Path,
+    out_dir: Path,
+    recipe: CacheRecipe,
+    salt: str,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Worker task (whole series, sorted): cache each slice with its neighbours as channels."""
     with one_opencv_thread():
-        return _series_rows(series, root, out_dir, recipe)
+        return _series_rows(series, root, out_dir, recipe, salt)
 
 
 def _series_rows(
-    series: Sequence[Sequence[Path]], root: Path, out_dir: Path, recipe: CacheRecipe
+    series: Sequence[Sequence[Path]],
+    root: Path,
+    out_dir: Path,
+    recipe: CacheRecipe,
+    salt: str,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     rows, errors = [], []
     for paths in series:
@@ -241,7 +253,7 @@ def _series_rows(
                 array = np.concatenate(
                     [window_crop_resize(hus[k], box, recipe) for k in neighbours[s]]
                 )
-            rows.append(_finish(_base_row(image, root, share), array, out_dir, recipe))
+            rows.append(_finish(_base_row(image, root, share, salt), array, out_dir, recipe))
     return rows, errors
 
 
@@ -318,15 +330,22 @@ def prepare_ct_cache(
     progress: ProgressFn | None = None,
     total: ProgressFn | None = None,
     scheduler: str | None = None,
+    keep_phi: bool = False,
+    salt_file: Path | str | None = None,
 ) -> CacheReport:
     """Cache every DICOM slice under ``dicom_dir`` into ``out_dir``; resumes a stopped run.
 
     ``labels`` (index = image id, e.g. from ``parse_rsna_labels``) are joined into the index.
     ``scheduler`` (``local[:N]`` / ``tcp://...``) runs the chunks as Dask tasks.
+    Identifiers are keyed with ``salt_file`` (default: ``dxkit-salt.key`` beside
+    ``out_dir``, i.e. in its parent folder, created on first use) unless ``keep_phi``.
     """
     recipe = recipe or CacheRecipe.build()
     root, out = Path(dicom_dir), Path(out_dir)
     _check_same_recipe(out, recipe)
+    _check_same_ids(out, keep_phi)
+    # Read (or created) here, once, before any worker or Dask task starts.
+    salt = output_salt(keep_phi, salt_file, out.parent)
     (out / "slices").mkdir(parents=True, exist_ok=True)
     files = list_files(root)
     parts = ResumableParts(out / "index.parquet")
@@ -346,7 +365,7 @@ def prepare_ct_cache(
         task, batches = _slice_chunk, list(chunked(todo, chunk_size))
     if total:
         total(len(todo))
-    run_chunks(task, batches, (root, out, recipe), parts, workers, progress, scheduler)
+    run_chunks(task, batches, (root, out, recipe, salt), parts, workers, progress, scheduler)
     table, errors = parts.finalize()
     if labels is not None and len(table):
         table = table.drop(columns=[c for c in labels.columns if c in table.columns])
@@ -370,7 +389,7 @@ def prepare_ct_cache(
         else 0,
         errors=errors.to_dict("records"),
     )
-    info = {**asdict(report), "recipe": _recipe_dict(recipe)}
+    info = {**asdict(report), "recipe": _recipe_dict(recipe), "patient_ids": _ids(keep_phi)}
     tmp = out / ".prepare.json.tmp"
     tmp.write_text(json.dumps(info, indent=2, default=str))
     os.replace(tmp, out / "prepare.json")
@@ -406,6 +425,24 @@ def _check_same_recipe(out: Path, recipe: CacheRecipe) -> None:
         raise ConfigError(
             f"{out}: this cache was prepared with {before}, not {_recipe_dict(recipe)}; "
             "use another --out folder or delete this one"
+        )
+
+
+def _ids(keep_phi: bool) -> str:
+    return "clear" if keep_phi else "pseudonyms"
+
+
+def _check_same_ids(out: Path, keep_phi: bool) -> None:
+    """Resuming must not mix clear PatientIDs and pseudonyms in one index (caches written
+    before the field existed hold them in clear)."""
+    info_path = out / "prepare.json"
+    if not info_path.is_file():
+        return
+    before = json.loads(info_path.read_text()).get("patient_ids", "clear")
+    if before != _ids(keep_phi):
+        raise ConfigError(
+            f"{out}: this cache holds patient ids as {before}, this run would write "
+            f"{_ids(keep_phi)}; use another --out folder or delete this one"
         )
 
 

@@ -1,10 +1,8 @@
 """A metadata table of a DICOM tree: one row per file, no patient identity by default.
 
 Identifiers (PatientID and the study/series/instance UIDs) are replaced by keyed
-pseudonyms — HMAC-SHA256 under a secret key of the project, so the same patient keeps the
-same pseudonym across runs of one project (patient-grouped splits still work) while
-nobody without the key can test a guessed identifier against the table. The key is read
-from a key file, created once (mode 0600) beside the table unless another is given. The
+pseudonyms (``data.pseudonyms``: HMAC-SHA256 under the project's key file, created once,
+mode 0600, beside the table unless another is given). The
 other identifying tags (names, dates, institution, accession number: ``PHI_KEYWORDS``)
 are not exported at all. ``keep_phi=True`` is the only way to get both in clear.
 
@@ -16,11 +14,8 @@ collects unreadable files with their reason into an errors table instead of stop
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
-import secrets
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -31,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dxkit.data.pseudonyms import hash_id, output_salt
 from dxkit.errors import DxkitError, MissingFileError
 from dxkit.io.dicom import (
     META_KEYWORDS,
@@ -54,32 +50,6 @@ LIST_KEYWORDS = (
     "WindowWidth",
 )
 ProgressFn = Callable[[int], None]
-
-
-SALT_FILE = "dxkit-salt.key"
-
-
-def hash_id(value: str, salt: str) -> str:
-    """A stable pseudonym for an identifier: HMAC-SHA256 keyed by ``salt`` (16 hex digits)."""
-    return hmac.new(salt.encode(), str(value).encode(), hashlib.sha256).hexdigest()[:16]
-
-
-def project_salt(path: Path) -> str:
-    """The project's pseudonym key from ``path``, created there once (random, mode 0600)."""
-    path = Path(path)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another run created it meanwhile
-            pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32) + "\n")
-    salt = path.read_text().strip()
-    if not salt:
-        raise MissingFileError(f"{path}: the pseudonym key file is empty; delete it or fill it")
-    return salt
 
 
 # Sidecar files that sit beside DICOM exports and are certainly not DICOM.
@@ -310,7 +280,7 @@ def build_dicom_table(
     todo = [p for p in files if p.relative_to(root).as_posix() not in done]
     if total:
         total(len(todo))
-    salt = "" if keep_phi else project_salt(Path(salt_file or out.parent / SALT_FILE))
+    salt = output_salt(keep_phi, salt_file, out.parent)
     options = {"pixel_stats": pixel_stats, "keep_phi": keep_phi, "salt": salt}
     run_chunks(
         _rows_for_chunk,

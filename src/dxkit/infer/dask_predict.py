@@ -22,8 +22,7 @@ from dxkit.data.dask_prepare import chunk_key
 from dxkit.data.dicom_table import atomic_parquet, chunked
 from dxkit.errors import ConfigError, MissingFileError
 from dxkit.infer.predictor import Predictor
-
-SCAN_SUFFIXES = (".dcm", ".png", ".jpg", ".jpeg", ".npy")
+from dxkit.io.discover import discover
 
 
 @functools.lru_cache(maxsize=2)
@@ -50,27 +49,32 @@ def predict_partition(checkpoint: str, files: Sequence[str], batch_size: int, pa
 
 
 def resolve_inputs(inputs: Sequence[Path]) -> list[Path]:
-    """Scans named directly, every scan below a folder (sorted), or a Parquet/CSV manifest
-    with a ``path`` (or ``file``) column, in that order."""
+    """The scan files of ``inputs`` in order: a Parquet/CSV manifest with a ``path`` (or
+    ``file``) column, else files and folders as ``dxkit predict`` finds them
+    (``io.discover``, one walker), so ``--scheduler`` predicts the same scans."""
     files: list[Path] = []
     for item in inputs:
-        if item.is_dir():
-            files += sorted(
-                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES
-            )
-        elif item.suffix.lower() in (".parquet", ".csv"):
-            table = pd.read_parquet(item) if item.suffix == ".parquet" else pd.read_csv(item)
-            column = next((c for c in ("path", "file") if c in table.columns), None)
-            if column is None:
-                raise ConfigError(f"{item}: a manifest needs a 'path' column of scan files")
-            files += [
-                item.parent / p if not Path(p).is_absolute() else Path(p) for p in table[column]
-            ]
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise MissingFileError(f"{item}: no such scan, folder or manifest; check the path")
+        if item.is_file() and item.suffix.lower() in (".parquet", ".csv"):
+            files += _manifest_paths(item)
+            continue
+        items, bad = discover([item], "file")
+        if bad:
+            raise MissingFileError(f"{bad[0].source}: {bad[0].reason}")
+        files += [scan.paths[0] for scan in items]
     return files
+
+
+def _manifest_paths(manifest: Path) -> list[Path]:
+    """Scan paths listed in a manifest, relative ones taken from the manifest's folder."""
+    table = (
+        pd.read_parquet(manifest)
+        if manifest.suffix.lower() == ".parquet"
+        else pd.read_csv(manifest)
+    )
+    column = next((c for c in ("path", "file") if c in table.columns), None)
+    if column is None:
+        raise ConfigError(f"{manifest}: a manifest needs a 'path' column of scan files")
+    return [manifest.parent / p if not Path(p).is_absolute() else Path(p) for p in table[column]]
 
 
 def predict_dask(
