@@ -18,10 +18,8 @@ import numpy as np
 import torch
 
 from dxkit.errors import CheckpointError, InvalidScanError, MissingFileError
-from dxkit.infer.device import ProgressCallback
 from dxkit.infer.export import FORMAT, INPUT_NAME, METADATA_KEY, graph_input_channels, sidecar_path
-from dxkit.infer.predictor import Prediction, predict_files_in_batches, prediction
-from dxkit.preprocess.input_profile import check_inputs
+from dxkit.infer.predictor import Prediction, PredictsFiles, flag_inputs, prediction
 from dxkit.preprocess.spec import Preprocessing
 
 
@@ -56,7 +54,7 @@ def onnx_kind(path: str | Path) -> str:
     return str(read_onnx_metadata(path).get("kind", "classify"))
 
 
-class OnnxPredictor:
+class OnnxPredictor(PredictsFiles):
     """Same interface as ``Predictor`` (``describe``, ``prepare``, ``predict_arrays``,
     ``predict_files``), backed by an ONNX Runtime CPU session."""
 
@@ -164,19 +162,7 @@ class OnnxPredictor:
             prediction(src, p, self.label_names, self.thresholds, self.task)  # type: ignore[arg-type]
             for src, p in zip(sources, probs, strict=True)
         ]
-        warnings = check_inputs(self.input_profile, arrays, modalities)
-        for pred, warning in zip(predictions, warnings, strict=True):
-            pred.input_warning = warning
-        return predictions
-
-    def predict_files(
-        self,
-        paths: Sequence[str | Path],
-        batch_size: int = 32,
-        progress: ProgressCallback | None = None,
-    ) -> list[Prediction]:
-        """Read each file (PNG/JPEG/DICOM/npy) and predict; errors name the file."""
-        return predict_files_in_batches(self, paths, batch_size, progress)
+        return flag_inputs(predictions, self.input_profile, arrays, modalities)
 
 
 def load_predictor(path: str | Path) -> Any:

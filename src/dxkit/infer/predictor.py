@@ -47,7 +47,32 @@ def dicom_modality(path: Path) -> str | None:
     return read_header(path).modality if path.suffix.lower() in (".dcm", ".dicom") else None
 
 
-class Predictor:
+class PredictsFiles:
+    """``predict_files`` for every predictor with ``predict_arrays`` (eager and ONNX)."""
+
+    def predict_files(
+        self,
+        paths: Sequence[str | Path],
+        batch_size: int = 32,
+        progress: ProgressCallback | None = None,
+    ) -> list[Prediction]:
+        """Read each file (PNG/JPEG/DICOM/npy) and predict; errors name the file."""
+        return predict_files_in_batches(self, paths, batch_size, progress)
+
+
+def flag_inputs(
+    predictions: list[Prediction],
+    profile: dict[str, Any] | None,
+    arrays: Sequence[np.ndarray],
+    modalities: Sequence[str | None] | None,
+) -> list[Prediction]:
+    """Fill each prediction's ``input_warning`` from the input guard (``check_inputs``)."""
+    for pred, warning in zip(predictions, check_inputs(profile, arrays, modalities), strict=True):
+        pred.input_warning = warning
+    return predictions
+
+
+class Predictor(PredictsFiles):
     """Preprocess scans exactly as in training and run the model on them."""
 
     def __init__(self, loaded: LoadedModel, device: str | None = None) -> None:
@@ -104,19 +129,7 @@ class Predictor:
                 self.model, batch.to(self.device), loaded.task, dims, loaded.tta
             ).cpu()
         out = [self._prediction(src, p.numpy()) for src, p in zip(sources, probs, strict=True)]
-        warnings = check_inputs(self.input_profile, arrays, modalities)
-        for pred, warning in zip(out, warnings, strict=True):
-            pred.input_warning = warning
-        return out
-
-    def predict_files(
-        self,
-        paths: Sequence[str | Path],
-        batch_size: int = 32,
-        progress: ProgressCallback | None = None,
-    ) -> list[Prediction]:
-        """Read each file (PNG/JPEG/DICOM/npy) and predict; errors name the file."""
-        return predict_files_in_batches(self, paths, batch_size, progress)
+        return flag_inputs(out, self.input_profile, arrays, modalities)
 
     def _prediction(self, source: str, probs: np.ndarray) -> Prediction:
         return prediction(source, probs, self.label_names, self.thresholds, self.loaded.task)

@@ -83,20 +83,11 @@ def full_resolution_mask(
     return (up[0, 0].numpy() > threshold).astype(np.uint8)
 
 
-@dataclass
-class SegmentModel:
-    """A segmenter in eval mode with its input size, scaling and validation thresholds."""
+class SegmenterRecipe:
+    """What a segmenter's metadata says about serving it, shared by the eager model and its
+    ONNX export: the deciding path, the training input profile and the TTA recipe."""
 
-    model: nn.Module
-    size: int
-    scaling: Scaling
-    thresholds: dict[str, Any]
-    meta: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-
-    @property
-    def has_classifier(self) -> bool:
-        return bool(self.meta["model"].get("classifier", False))
+    meta: dict[str, Any]
 
     @property
     def decision(self) -> str:
@@ -112,6 +103,22 @@ class SegmentModel:
         """The recipe the thresholds were chosen with (``inference.tta``, else the config's
         ``evaluate.tta``): what evaluate, predict, explain and the server all apply."""
         return recorded_tta(self.meta)
+
+
+@dataclass
+class SegmentModel(SegmenterRecipe):
+    """A segmenter in eval mode with its input size, scaling and validation thresholds."""
+
+    model: nn.Module
+    size: int
+    scaling: Scaling
+    thresholds: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def has_classifier(self) -> bool:
+        return bool(self.meta["model"].get("classifier", False))
 
     @torch.no_grad()
     def predict(

@@ -24,11 +24,11 @@ from torch import nn
 
 from dxkit import __version__
 from dxkit.errors import CheckpointError, ConfigError, MissingFileError
-from dxkit.infer.checkpoint import recorded_tta
 from dxkit.infer.device import ProgressCallback
 from dxkit.infer.export import FORMAT, OPSET, save_graph, source_of
 from dxkit.infer.segment_model import (
     LABEL,
+    SegmenterRecipe,
     SegmentModel,
     load_segmenter,
     segment_probabilities,
@@ -103,7 +103,7 @@ def export_segmenter_onnx(checkpoint: Path, out: Path) -> Path:
     return out
 
 
-class OnnxSegmentModel:
+class OnnxSegmentModel(SegmenterRecipe):
     """An exported segmenter with ``SegmentModel``'s interface (``size``, ``scaling``,
     ``thresholds``, ``tta``, ``has_classifier``, ``predict``) on ONNX Runtime's CPU."""
 
@@ -125,18 +125,6 @@ class OnnxSegmentModel:
     @property
     def has_classifier(self) -> bool:
         return len(self.session.get_outputs()) > 1
-
-    @property
-    def decision(self) -> str:
-        return str(self.meta.get("decision", "segmenter"))
-
-    @property
-    def input_profile(self) -> dict[str, Any] | None:
-        return self.meta.get("input_profile")
-
-    @property
-    def tta(self) -> bool:
-        return recorded_tta(self.meta)
 
     def predict(
         self,
