@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-import torch
 from PIL import Image
 
 from dxkit.cli import main
@@ -22,14 +20,8 @@ from dxkit.io.discover import discover
 from dxkit.train.config import config_from_dict
 from dxkit.train.fit import fit
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Two busy threads on two shared cores thrash; tiny nets need one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks on two shared cores: one thread (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -4,7 +4,6 @@ and exam bundles; clear one-line errors (exit 2) for scans and names that do not
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +20,8 @@ from dxkit.train.fit import fit
 PLANES = ["axial", "coronal", "sagittal"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Two busy threads on two shared cores thrash (10x slower here); tiny nets need one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks on two shared cores: one thread (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
